@@ -1,0 +1,138 @@
+"""Starting a client's background work without making the CLI wait for it.
+
+Three ways to get a queue sent, in order of preference:
+
+1. a running delivery daemon takes the queue over (one message on its socket);
+2. a detached uploader process (``python -m ox_telemetry.uploader``) in its
+   own session, output to /dev/null, so it outlives the CLI and the CLI's exit
+   never waits on the network;
+3. with a host-supplied transport, which only exists inside the CLI process,
+   a daemon thread of the client's that stops when the client stops.
+
+Before any of them: nothing starts while the last run's backoff lasts or while
+another sender holds the queue, so an outage costs neither a storm of
+processes nor of requests.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from . import _jsonlite, _log, ipc
+from .queue import JsonlQueue
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import threading
+
+    from .transport import Transport
+
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_children: list[int] = []
+
+
+def backoff_until(queue: JsonlQueue) -> float:
+    """Unix time before which no new delivery run of ``queue`` should start (0 when none)."""
+    try:
+        with open(queue.path + ".state.json", "rb") as f:
+            value = _jsonlite.loads(f.read(64 * 1024)).get("next_attempt", 0)
+        return float(value)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+def ready(queue: JsonlQueue, force: bool) -> bool:
+    """Whether a delivery run of ``queue`` should start now."""
+    if not force and not queue.should_flush():
+        return False
+    if backoff_until(queue) > time.time():
+        return False
+    return not queue.sender_busy()
+
+
+def hand_to_daemon(queue: JsonlQueue, url: str, cli_version: str) -> bool:
+    """Ask a running delivery daemon to send ``queue``; True when it took it."""
+    answer = ipc.request(
+        {"type": "flush_queue",
+         "payload": {"queue_path": os.path.abspath(queue.path), "url": url, "cli_version": cli_version}}
+    )
+    return bool(answer and answer.get("success") is True)
+
+
+def spawn_uploader(queue: JsonlQueue, url: str, cli_version: str) -> bool:
+    """Start a detached uploader process for ``queue``; True when it started."""
+    _reap()
+    if not sys.executable or not hasattr(os, "posix_spawn"):
+        return False  # frozen host or no spawn: the events wait on disk
+    env = dict(os.environ)
+    # The uploader imports this very copy of the package, whatever the host's sys.path.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    argv = [sys.executable, "-S", "-m", "ox_telemetry.uploader",
+            "--queue", os.path.abspath(queue.path), "--url", url, "--cli-version", cli_version]
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    try:
+        pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+    except OSError as exc:
+        _log.debug("could not start the uploader: %s", exc)
+        return False
+    _children.append(pid)
+    return True
+
+
+def _reap() -> None:
+    # Collect uploaders that have finished, so a long-lived host keeps no zombies.
+    for pid in list(_children):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _children.remove(pid)
+
+
+class ThreadSender:
+    """Sends queues from daemon threads through a host-supplied transport."""
+
+    def __init__(self, transport: Transport) -> None:
+        import threading
+
+        self.transport = transport
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, queue: JsonlQueue, url: str, cli_version: str) -> None:
+        """Send ``queue`` in the background."""
+        import threading
+
+        from .delivery import Delivery
+
+        if self._stop.is_set():
+            return
+        delivery = Delivery(queue, self.transport, url, cli_version, wait=self._stop.wait)
+
+        def run() -> None:
+            try:
+                delivery.run()
+            except Exception as exc:  # a guest in the host's process: never a traceback
+                _log.debug("background send failed: %r", exc)
+
+        thread = threading.Thread(target=run, name="ox-telemetry-send", daemon=True)
+        thread.start()
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def stop(self, grace: float = 0.005) -> None:
+        """Ask the threads to stop; waits at most ``grace`` seconds in all. Unsent events stay on disk."""
+        self._stop.set()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def threads(self) -> list[threading.Thread]:
+        """The sending threads still alive."""
+        return [t for t in self._threads if t.is_alive()]

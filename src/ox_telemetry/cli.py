@@ -1,0 +1,41 @@
+"""The ``ox-telemetry`` console script: a thin dispatcher.
+
+Each subcommand lives in its own module and is imported only when asked for,
+so ``ox-telemetry status`` never pays for the collector's web stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module with ``main(argv) -> int``, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "upload": ("ox_telemetry.uploader", "send a queue file now (used by the background uploader)"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: ox-telemetry COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in sorted(COMMANDS.items())]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; returns the process exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    entry = COMMANDS.get(args[0])
+    if entry is None:
+        print(f"ox-telemetry: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(entry[0])
+    code: int = module.main(args[1:])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

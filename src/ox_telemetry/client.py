@@ -1,0 +1,354 @@
+"""The client a CLI embeds: record events, queue them on disk, send them in the background.
+
+Every public method swallows every failure (logged at debug level on the
+``ox_telemetry`` logger): telemetry is a guest in someone else's program. The
+consent decision is made once, in the constructor; a disabled client does
+nothing at all afterwards, not even open a file.
+
+Where events go, once recorded:
+
+- with a ``project_root`` (an initialised project): the project's file queue;
+- otherwise: a bounded in-memory list, spilled by :meth:`Client.flush` or
+  :meth:`Client.stop` to a per-user spool file (one per endpoint);
+- with ``OX_TELEMETRY_DEBUG=1``: stderr, one JSON line each, and nowhere else.
+
+Sending happens in :mod:`ox_telemetry.background`, never on the caller's thread.
+"""
+
+import _thread
+import os
+import sys
+
+from . import _log
+from .wire import EVENT_COMMAND_COMPLETE, EVENT_DAEMON_START_FAILURE, Event, new_event_id
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from datetime import timedelta
+    from types import TracebackType
+    from typing import Any
+
+    from .background import ThreadSender
+    from .consent import Decision
+    from .queue import FileQueue, JsonlQueue
+    from .stats import Stats
+    from .transport import Transport
+
+DEFAULT_BASE_URL = "https://sageox.ai"
+TELEMETRY_PATH = "/api/v1/telemetry"
+#: Events a client without a project keeps in memory before the oldest are dropped.
+MEMORY_QUEUE_SIZE = 100
+_ERROR_MSG_LIMIT = 500
+
+
+def _spool_name(base_url: str) -> str:
+    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in base_url)[:120]
+    return f"telemetry-{slug}.jsonl"
+
+
+class Client:
+    """Records a CLI's events and delivers them in the background.
+
+    ``enabled``: None means on unless the user opted out; False means off;
+    True means on *unless the user opted out* (the user always wins).
+    """
+
+    def __init__(
+        self,
+        session_id: str = "",
+        *,
+        base_url: "str | None" = None,
+        enabled: "bool | None" = None,
+        transport: "Transport | None" = None,
+        project_root: "str | os.PathLike[str] | None" = None,
+        version: "str | None" = None,
+    ) -> None:
+        self.session_id = session_id if isinstance(session_id, str) else str(session_id)
+        if base_url is None:
+            base_url = os.environ.get("SAGEOX_ENDPOINT") or DEFAULT_BASE_URL
+        self.base_url = str(base_url).rstrip("/")
+        self.version = version or ""
+        self._transport = transport
+        self._lock = _thread.allocate_lock()
+        self._memory: list[str] = []
+        self._stats: "Stats | None" = None
+        self._stopped = False
+        self._queue: "FileQueue | None" = None
+        self._spool: "JsonlQueue | None" = None
+        self._sender: "ThreadSender | None" = None
+        self._defaults: dict[str, object] = {"api_endpoint": self.base_url}
+        self._debug = False
+        root = os.fspath(project_root) if project_root else None
+        self._project_root = root
+        try:
+            self._decision = self._decide(enabled, root)
+            self._debug = self._decision.enabled and os.environ.get(
+                "OX_TELEMETRY_DEBUG", ""
+            ).lower() in ("1", "true", "yes", "on")
+        except Exception as exc:
+            from .consent import Decision
+
+            _log.debug("telemetry disabled, consent check failed: %r", exc)
+            self._decision = Decision(False, "error")
+
+    def _decide(self, enabled: "bool | None", root: "str | None") -> "Decision":
+        from . import consent
+
+        if enabled is False or consent.env_opt_out():
+            return consent.decide(enabled)  # decided without reading any file
+        config = consent.read_project_config(root) if root else {}
+        repo_id = config.get("repo_id")
+        if isinstance(repo_id, str) and repo_id:
+            self._defaults["repo_id"] = repo_id
+        return consent.decide(enabled, config)
+
+    # -- state ---------------------------------------------------------------
+
+    def is_enabled(self) -> bool:
+        """Whether this client records anything."""
+        return self._decision.enabled
+
+    @property
+    def consent(self) -> "Decision":
+        """The consent decision and the rule that made it."""
+        return self._decision
+
+    def get_stats(self) -> "Stats":
+        """A copy of this session's command statistics."""
+        with self._lock:
+            return self._stats_obj().copy()
+
+    def _stats_obj(self) -> "Stats":
+        if self._stats is None:
+            from .stats import Stats
+
+            self._stats = Stats(self.session_id)
+        return self._stats
+
+    def _file_queue(self) -> "FileQueue | None":
+        if self._queue is None and self._project_root:
+            from .queue import FileQueue
+
+            self._queue = FileQueue(self._project_root)
+        return self._queue
+
+    def _user_spool(self) -> "JsonlQueue":
+        if self._spool is None:
+            from . import paths
+            from .queue import JsonlQueue
+
+            self._spool = JsonlQueue(os.path.join(paths.user_cache_dir(), _spool_name(self.base_url)))
+        return self._spool
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin background work: send what earlier runs left queued, if it is time."""
+        if not self._decision.enabled or self._debug:
+            return
+        try:
+            self._kick_all(force=False)
+        except Exception as exc:
+            _log.debug("telemetry start failed: %r", exc)
+
+    def stop(self) -> None:
+        """Shut down promptly; unsent events stay on disk and a background uploader sends them."""
+        if not self._decision.enabled:
+            return
+        try:
+            with self._lock:
+                self._stopped = True
+            if not self._debug:
+                self._spill()
+                self._kick_all(force=False)
+            if self._sender is not None:
+                self._sender.stop()
+        except Exception as exc:
+            _log.debug("telemetry stop failed: %r", exc)
+
+    def __enter__(self) -> "Client":
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: "type[BaseException] | None", exc: "BaseException | None", tb: "TracebackType | None"
+    ) -> None:
+        self.stop()
+
+    # -- recording -----------------------------------------------------------
+
+    def track(self, event: Event) -> None:
+        """Record an event: stamped (timestamp, event_id, repo_id, api_endpoint) and queued."""
+        if not self._decision.enabled:
+            return
+        try:
+            line = self._encode(event)
+            if self._debug:
+                self._print(line)
+                return
+            queue = self._file_queue()
+            if queue is not None and queue._writable():
+                try:
+                    queue.append_line(line.encode("ascii"))
+                    return
+                except OSError as exc:  # read-only project, full disk: keep it in memory
+                    _log.debug("project queue refused an event: %r", exc)
+            self._remember(line)
+        except Exception as exc:
+            _log.debug("track failed: %r", exc)
+
+    def track_async(self, event: Event) -> None:
+        """Send one event now, in the background (kept on disk until delivered)."""
+        if not self._decision.enabled:
+            return
+        try:
+            line = self._encode(event)
+            if self._debug:
+                self._print(line)
+                return
+            spool = self._user_spool()
+            spool.append_line(line.encode("ascii"))
+            self._kick(spool, force=True)
+        except Exception as exc:
+            _log.debug("track_async failed: %r", exc)
+
+    def track_command(
+        self, command: str, duration: "timedelta | float", success: bool,
+        error_code: "str | BaseException" = "",
+    ) -> None:
+        """Update the session stats and record a ``command_complete`` event.
+
+        ``duration`` is a timedelta or seconds; an exception given as
+        ``error_code`` is recorded by its class name, never its message.
+        """
+        if not self._decision.enabled:
+            return
+        try:
+            seconds = duration.total_seconds() if hasattr(duration, "total_seconds") else float(duration)
+            if isinstance(error_code, BaseException):
+                error_code = error_code.__class__.__name__
+            with self._lock:
+                self._stats_obj().record_command(str(command), seconds, bool(success))
+            self.track(Event(
+                EVENT_COMMAND_COMPLETE, command=command, duration_ms=int(seconds * 1000),
+                success=bool(success), error_code=error_code, session_id=self.session_id,
+            ))
+        except Exception as exc:
+            _log.debug("track_command failed: %r", exc)
+
+    def flush(self) -> None:
+        """Send everything queued, in the background."""
+        if not self._decision.enabled or self._debug:
+            return
+        try:
+            self._spill()
+            self._kick_all(force=True)
+        except Exception as exc:
+            _log.debug("flush failed: %r", exc)
+
+    def track_daemon_start_failure(self, error_type: str, error_msg: str) -> None:
+        """Report that the daemon failed to start, at most as often as the rate limit allows."""
+        if not self._decision.enabled:
+            return
+        try:
+            from . import ratelimit
+
+            if not self._debug and not ratelimit.allow():
+                return
+            self.track_async(Event(
+                EVENT_DAEMON_START_FAILURE, session_id=self.session_id,
+                metadata={"error_type": str(error_type), "error_msg": str(error_msg)[:_ERROR_MSG_LIMIT]},
+            ))
+        except Exception as exc:
+            _log.debug("track_daemon_start_failure failed: %r", exc)
+
+    def reset_daemon_failure_rate_limit(self) -> None:
+        """Forget the failure-report backoff."""
+        if not self._decision.enabled:
+            return
+        try:
+            from . import ratelimit
+
+            ratelimit.reset()
+        except Exception as exc:
+            _log.debug("reset of the failure rate limit failed: %r", exc)
+
+    def send_to_daemon(self, event_type: str, props: "dict[str, Any] | None" = None) -> None:
+        """One-way message to the delivery daemon; nothing happens when none listens."""
+        if not self._decision.enabled:
+            return
+        try:
+            from . import ipc
+
+            merged = dict(props) if isinstance(props, dict) else {}
+            merged.setdefault("app_type", "ox")
+            merged.setdefault("app_version", self.version)
+            message = {"type": "telemetry", "payload": {"event": str(event_type), "props": merged}}
+            if self._debug:
+                from . import _jsonlite
+
+                self._print(_jsonlite.dumps(message))
+                return
+            ipc.send(message)
+        except Exception as exc:
+            _log.debug("send_to_daemon failed: %r", exc)
+
+    # -- internals -----------------------------------------------------------
+
+    def _encode(self, event: Event) -> str:
+        from ._time import now
+
+        defaults = self._defaults
+        if event.timestamp is None or not event.event_id:
+            defaults = {**defaults, "timestamp": now(), "event_id": new_event_id()}
+        return event.to_json(defaults)
+
+    @staticmethod
+    def _print(line: str) -> None:
+        try:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except Exception:
+            pass
+
+    def _remember(self, line: str) -> None:
+        with self._lock:
+            stopped = self._stopped
+            if not stopped:
+                self._memory.append(line)
+                if len(self._memory) > MEMORY_QUEUE_SIZE:
+                    del self._memory[: len(self._memory) - MEMORY_QUEUE_SIZE]
+        if stopped:  # nobody will spill it later: straight to disk
+            self._user_spool().append_line(line.encode("ascii"))
+
+    def _spill(self) -> None:
+        with self._lock:
+            lines, self._memory = self._memory, []
+        if lines:
+            try:
+                self._user_spool().append_lines([line.encode("ascii") for line in lines])
+            except OSError as exc:
+                _log.debug("could not spill %d events to the spool: %r", len(lines), exc)
+                with self._lock:
+                    self._memory[:0] = lines[-MEMORY_QUEUE_SIZE:]
+
+    def _kick_all(self, force: bool) -> None:
+        queue = self._file_queue()
+        if queue is not None:
+            self._kick(queue, force)
+        spool = self._user_spool()
+        if os.path.exists(spool.path) or os.path.exists(spool.sending_path):
+            self._kick(spool, force)
+
+    def _kick(self, queue: "JsonlQueue", force: bool) -> None:
+        from . import background
+
+        if not background.ready(queue, force):
+            return
+        url = self.base_url + TELEMETRY_PATH
+        if self._transport is not None:
+            if self._sender is None:
+                self._sender = background.ThreadSender(self._transport)
+            self._sender.start(queue, url, self.version)
+        elif not background.hand_to_daemon(queue, url, self.version):
+            background.spawn_uploader(queue, url, self.version)

@@ -1,0 +1,88 @@
+"""Where ox-telemetry keeps its files (CONTRACT.md sections 4 and 5).
+
+Every function reads the environment when called, so a test (or a host that
+changes ``HOME``) sees the current answer. Nothing here creates a directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _home() -> str:
+    return os.environ.get("HOME") or os.path.expanduser("~")
+
+
+def _xdg() -> bool:
+    return os.environ.get("OX_XDG_ENABLE", "") == "1"
+
+
+def _xdg_dir(var: str, default: str) -> str:
+    return os.path.join(os.environ.get(var) or os.path.join(_home(), default), "sageox")
+
+
+def user_config_dir() -> str:
+    """``~/.sageox/config``; with ``OX_XDG_ENABLE=1``, ``$XDG_CONFIG_HOME/sageox``."""
+    if _xdg():
+        return _xdg_dir("XDG_CONFIG_HOME", ".config")
+    return os.path.join(_home(), ".sageox", "config")
+
+
+def user_config_file() -> str:
+    """The user config YAML: ``$OX_USER_CONFIG`` or ``config.yaml`` in the config dir."""
+    return os.environ.get("OX_USER_CONFIG") or os.path.join(user_config_dir(), "config.yaml")
+
+
+def user_cache_dir() -> str:
+    """Per-user spool for clients without a project: ``~/.sageox/cache`` (XDG: ``$XDG_CACHE_HOME/sageox``)."""
+    if _xdg():
+        return _xdg_dir("XDG_CACHE_HOME", ".cache")
+    return os.path.join(_home(), ".sageox", "cache")
+
+
+def user_state_dir() -> str:
+    """Per-user daemon state (spool, pid file): ``~/.sageox/state`` (XDG: ``$XDG_STATE_HOME/sageox``)."""
+    if _xdg():
+        return _xdg_dir("XDG_STATE_HOME", os.path.join(".local", "state"))
+    return os.path.join(_home(), ".sageox", "state")
+
+
+def user_data_dir() -> str:
+    """Per-user data (the collector's default SQLite file): ``~/.sageox/data`` (XDG: ``$XDG_DATA_HOME/sageox``)."""
+    if _xdg():
+        return _xdg_dir("XDG_DATA_HOME", os.path.join(".local", "share"))
+    return os.path.join(_home(), ".sageox", "data")
+
+
+def daemon_socket_path() -> str:
+    """``$OX_TELEMETRY_SOCKET``, else ``$XDG_RUNTIME_DIR/sageox/telemetry.sock``, else ``<tmp>/sageox-<uid>/telemetry.sock``."""
+    explicit = os.environ.get("OX_TELEMETRY_SOCKET")
+    if explicit:
+        return explicit
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "sageox", "telemetry.sock")
+    tmp = os.environ.get("TMPDIR") or ("/tmp" if sys.platform != "win32" else _home())
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(tmp, f"sageox-{uid}", "telemetry.sock")
+
+
+def project_sageox_dir(project_root: str) -> str:
+    """``<project_root>/.sageox``."""
+    return os.path.join(project_root, ".sageox")
+
+
+def project_queue_path(project_root: str) -> str:
+    """The contract's queue file: ``<project_root>/.sageox/cache/telemetry.jsonl``."""
+    return os.path.join(project_root, ".sageox", "cache", "telemetry.jsonl")
+
+
+def client_id_path() -> str:
+    """The daemon's anonymous client id file."""
+    return os.path.join(user_config_dir(), "client_id")
+
+
+def ratelimit_path() -> str:
+    """The daemon-start-failure report rate limit file."""
+    return os.path.join(user_config_dir(), "daemon_failure_ratelimit.json")

@@ -1,0 +1,384 @@
+"""The disk queue: one JSON event a line, shared by any number of processes.
+
+Files beside the queue file ``Q`` (for a project, ``.sageox/cache/telemetry.jsonl``):
+
+``Q``          events waiting, oldest first.
+``Q.sending``  events claimed by the one sender at work (or left by one that
+               died or gave up); still queued until the endpoint accepted them.
+``Q.lock``     held briefly around every change to ``Q`` and ``Q.sending``.
+``Q.send.lock`` held by the sender for as long as it sends, so there is at
+               most one per queue (uploader process, client thread or daemon).
+
+Appends never interleave (each is one ``write`` under ``Q.lock``). A sender
+moves ``Q`` into ``Q.sending`` under that lock, so an event appended during a
+send lands in a fresh ``Q``: it is neither lost nor sent twice. The sender
+removes lines from ``Q.sending`` only after the endpoint accepted them; if it
+dies first, the next sender sends them again, with the same ``event_id``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import _time, paths
+from .wire import Event
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+
+#: The queue file stays under this; an append that would pass it drops the oldest events.
+MAX_BYTES = 1024 * 1024
+#: After dropping, the file is cut to this share of the bound, so a full queue
+#: is not rewritten on every append.
+_TRIM_TO = 0.75
+FLUSH_COUNT = 10
+FLUSH_AGE_SECONDS = 3600.0
+
+_O_APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def _parse_lines(data: bytes) -> list[Event]:
+    events = []
+    for line in data.splitlines():
+        if line.strip():
+            try:
+                events.append(Event.from_json(line))
+            except (ValueError, UnicodeDecodeError):
+                pass  # a torn or foreign line: skipped, never fatal
+    return events
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _drop_oldest(data: bytes, keep_bytes: int) -> bytes:
+    """The newest whole lines of ``data`` that fit in ``keep_bytes``."""
+    if len(data) <= keep_bytes:
+        return data
+    cut = data.find(b"\n", len(data) - keep_bytes - 1)
+    return data[cut + 1 :] if cut >= 0 else b""
+
+
+class _FileLock:
+    """An exclusive ``flock`` on a small file, also exclusive between threads."""
+
+    def __init__(self, path: str) -> None:
+        import _thread
+
+        self.path = path
+        self._fd = -1
+        self._mutex = _thread.allocate_lock()
+
+    def _open(self) -> int:
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        return self._fd
+
+    def acquire(self, blocking: bool = True) -> bool:
+        import fcntl
+
+        if not self._mutex.acquire(blocking):
+            return False
+        try:
+            fcntl.flock(self._open(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._mutex.release()
+            return False
+        except BaseException:
+            self._mutex.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        import fcntl
+
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._mutex.release()
+
+    def __enter__(self) -> _FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class JsonlQueue:
+    """A bounded, multi-process JSONL event queue at ``path``.
+
+    The building block of :class:`FileQueue` (a project's queue) and of the
+    per-user spool; also used by the uploader and the delivery daemon.
+    """
+
+    def __init__(self, path: str, max_bytes: int = MAX_BYTES) -> None:
+        self._path = path
+        self.max_bytes = max_bytes
+        self.sending_path = path + ".sending"
+        self._lock = _FileLock(path + ".lock")
+
+    @property
+    def path(self) -> str:
+        """The queue file."""
+        return self._path
+
+    def _writable(self) -> bool:
+        return True
+
+    def append(self, event: Event) -> None:
+        """Append one event (stamping ``timestamp`` if None). Raises OSError when the disk refuses."""
+        if not self._writable():
+            return
+        if event.timestamp is None:
+            event.timestamp = _time.now()
+        self.append_line(event.to_json().encode("ascii"))
+
+    def append_line(self, line: bytes) -> None:
+        """Append one already-encoded event (without its newline)."""
+        self.append_lines([line])
+
+    def append_lines(self, lines: list[bytes]) -> int:
+        """Append encoded events (without newlines) in one write; returns how many old lines the bound dropped."""
+        if not lines or not self._writable():
+            return 0
+        data = b"\n".join(lines) + b"\n"
+        try:
+            return self._append(data)
+        except FileNotFoundError:  # first event of this queue: make its directory
+            os.makedirs(os.path.dirname(self._path) or ".", mode=0o700, exist_ok=True)
+            return self._append(data)
+
+    def _append(self, data: bytes) -> int:
+        dropped = 0
+        with self._lock:
+            fd = os.open(self._path, _O_APPEND, 0o600)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    data = b"\n" + data  # a torn line from a crash stays apart from ours
+                if size + len(data) > self.max_bytes:
+                    os.close(fd)
+                    fd = -1
+                    dropped = self._trim(len(data))
+                    fd = os.open(self._path, _O_APPEND, 0o600)
+                    size = os.fstat(fd).st_size
+                written = os.write(fd, data)
+                if written != len(data):  # disk full: take the fragment back
+                    os.ftruncate(fd, size)
+                    raise OSError(28, "short write to telemetry queue")
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        return dropped
+
+    def _trim(self, incoming: int) -> int:
+        # Caller holds the lock. Keep the newest events; never drop all of them.
+        data = _read(self._path)
+        kept = _drop_oldest(data, max(0, int(self.max_bytes * _TRIM_TO) - incoming))
+        _write_atomic(self._path, kept)
+        return data.count(b"\n") - kept.count(b"\n")
+
+    def _snapshot(self) -> bytes:
+        with self._lock:
+            return _read(self.sending_path) + _read(self._path)
+
+    def read_all(self) -> list[Event]:
+        """Every event not yet delivered (including any being sent), oldest first."""
+        try:
+            return _parse_lines(self._snapshot())
+        except OSError:
+            return []
+
+    def count(self) -> int:
+        """How many events are queued."""
+        return len(self.read_all())
+
+    def should_flush(self) -> bool:
+        """True when at least 10 events wait, or the oldest has waited an hour."""
+        try:
+            data = self._snapshot()
+        except OSError:
+            return False
+        if data.count(b"\n") < FLUSH_COUNT:
+            events = _parse_lines(data)
+            if not events:
+                return False
+            if len(events) < FLUSH_COUNT:
+                oldest = events[0].timestamp
+                age = (_time.now() - oldest).total_seconds() if oldest else FLUSH_AGE_SECONDS
+                return age >= FLUSH_AGE_SECONDS
+            return True
+        # Many lines: make sure ten of them are events without parsing them all.
+        found = 0
+        for line in data.splitlines():
+            try:
+                Event.from_json(line)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            found += 1
+            if found >= FLUSH_COUNT:
+                return True
+        return False
+
+    def truncate(self) -> None:
+        """Drop every queued event, including any claimed by a sender."""
+        with self._lock:
+            for path in (self._path, self.sending_path):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+    def sender(self) -> Sender | None:
+        """Become this queue's one sender; None when another sender is at work."""
+        lock = _FileLock(self._path + ".send.lock")
+        try:
+            if lock.acquire(blocking=False):
+                return Sender(self, lock)
+        except OSError:
+            pass
+        lock.close()
+        return None
+
+    def sender_busy(self) -> bool:
+        """Whether a sender is at work on this queue right now."""
+        if not os.path.exists(self._path + ".send.lock"):
+            return False
+        sender = self.sender()
+        if sender is None:
+            return True
+        sender.close()
+        return False
+
+    # Used by Sender, under the lock.
+    def _claim(self) -> bytes:
+        with self._lock:
+            pending = _read(self._path)
+            if pending:
+                if os.path.exists(self.sending_path):
+                    merged = _read(self.sending_path)
+                    if merged and not merged.endswith(b"\n"):
+                        merged += b"\n"
+                    merged = _drop_oldest(merged + pending, self.max_bytes)
+                    _write_atomic(self.sending_path, merged)
+                    os.unlink(self._path)
+                else:
+                    os.replace(self._path, self.sending_path)
+            return _read(self.sending_path)
+
+    def _release(self, delivered: int) -> None:
+        with self._lock:
+            data = _read(self.sending_path)
+            rest = data[delivered:]
+            if not rest.strip():
+                try:
+                    os.unlink(self.sending_path)
+                except FileNotFoundError:
+                    pass
+            else:
+                _write_atomic(self.sending_path, rest)
+
+
+class Sender:
+    """The one sender of a queue: claims events, then releases what was delivered.
+
+    Use as a context manager; leaving it lets the next sender in. Lines not
+    released stay queued in ``Q.sending`` and are sent by the next sender.
+    """
+
+    def __init__(self, queue: JsonlQueue, lock: _FileLock) -> None:
+        self.queue = queue
+        self._lock = lock
+        self._offset = 0
+
+    def claim(self) -> list[tuple[int, bytes]]:
+        """Take every queued event for sending: ``(end offset, JSON line)`` pairs, oldest first.
+
+        Pass an end offset to :meth:`release` once the lines up to it are done with.
+        """
+        claimed = self.queue._claim()
+        self._offset = 0
+        out = []
+        pos = 0
+        for line in claimed.splitlines(keepends=True):
+            pos += len(line)
+            if line.strip():
+                out.append((pos, line.rstrip(b"\r\n")))
+        return out
+
+    def release(self, upto: int) -> None:
+        """The claimed bytes before offset ``upto`` are done with (delivered or refused for good)."""
+        if upto > self._offset:
+            self.queue._release(upto - self._offset)
+            self._offset = upto
+
+    def close(self) -> None:
+        """Let the next sender in."""
+        try:
+            self._lock.release()
+        finally:
+            self._lock.close()
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class FileQueue(JsonlQueue):
+    """A project's event queue: ``<project_root>/.sageox/cache/telemetry.jsonl``.
+
+    Appends write only once the project is initialised (``.sageox/README.md``
+    or a ``.sageox/.repo_*`` file exists), as in the reference.
+    """
+
+    def __init__(self, project_root: str) -> None:
+        if not project_root:
+            raise ValueError("project_root must not be empty")
+        self.project_root = os.fspath(project_root)
+        self._initialised = False
+        super().__init__(paths.project_queue_path(self.project_root))
+
+    def _writable(self) -> bool:
+        if not self._initialised:
+            self._initialised = is_initialised(self.project_root)
+        return self._initialised
+
+
+def is_initialised(project_root: str) -> bool:
+    """Whether ``project_root`` has an initialised ``.sageox`` directory."""
+    sageox = os.path.join(project_root, ".sageox")
+    if os.path.isfile(os.path.join(sageox, "README.md")):
+        return True
+    try:
+        return any(name.startswith(".repo_") for name in os.listdir(sageox))
+    except OSError:
+        return False
