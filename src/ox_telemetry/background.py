@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from . import _jsonlite, _log, ipc
+from . import _jsonlite, _log, ipc, paths
 from .queue import JsonlQueue
 
 TYPE_CHECKING = False
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _children: list[int] = []
+_LOCK_FD = 3  # where the uploader finds its inherited send lock
 
 
 def backoff_until(queue: JsonlQueue) -> float:
@@ -44,16 +45,18 @@ def backoff_until(queue: JsonlQueue) -> float:
 
 
 def ready(queue: JsonlQueue, force: bool) -> bool:
-    """Whether a delivery run of ``queue`` should start now."""
+    """Whether a delivery run of ``queue`` is due (another sender at work is checked later)."""
     if not force and not queue.should_flush():
         return False
-    if backoff_until(queue) > time.time():
-        return False
-    return not queue.sender_busy()
+    return backoff_until(queue) <= time.time()
 
 
 def hand_to_daemon(queue: JsonlQueue, url: str, cli_version: str) -> bool:
-    """Ask a running delivery daemon to send ``queue``; True when it took it."""
+    """Ask a running delivery daemon to send ``queue``; True when it took it (or a sender is at work)."""
+    if not os.path.exists(paths.daemon_socket_path()):
+        return False
+    if queue.sender_busy():
+        return True
     answer = ipc.request(
         {"type": "flush_queue",
          "payload": {"queue_path": os.path.abspath(queue.path), "url": url, "cli_version": cli_version}}
@@ -62,25 +65,37 @@ def hand_to_daemon(queue: JsonlQueue, url: str, cli_version: str) -> bool:
 
 
 def spawn_uploader(queue: JsonlQueue, url: str, cli_version: str) -> bool:
-    """Start a detached uploader process for ``queue``; True when it started."""
+    """Start a detached uploader process for ``queue``; True when it started.
+
+    The send lock is taken here and handed to the child already held, so two
+    CLIs finishing at once cannot start two uploaders for one queue.
+    """
     _reap()
     if not sys.executable or not hasattr(os, "posix_spawn"):
         return False  # frozen host or no spawn: the events wait on disk
+    sender = queue.sender()
+    if sender is None:
+        return False  # an uploader is at work already
     env = dict(os.environ)
     # The uploader imports this very copy of the package, whatever the host's sys.path.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-    argv = [sys.executable, "-S", "-m", "ox_telemetry.uploader",
-            "--queue", os.path.abspath(queue.path), "--url", url, "--cli-version", cli_version]
+    argv = [sys.executable, "-S", "-m", "ox_telemetry.uploader", "--queue", os.path.abspath(queue.path),
+            "--url", url, "--cli-version", cli_version, "--lock-fd", str(_LOCK_FD)]
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
         (os.POSIX_SPAWN_DUP2, 1, 2),
+        (os.POSIX_SPAWN_DUP2, sender.lock_fd(), _LOCK_FD),  # dup2 clears close-on-exec
     ]
+    if sender.lock_fd() == _LOCK_FD:
+        os.set_inheritable(_LOCK_FD, True)  # dup2 onto itself would keep close-on-exec
     try:
         pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
     except OSError as exc:
         _log.debug("could not start the uploader: %s", exc)
+        sender.close()
         return False
+    sender.detach()  # the child holds the lock now; unlocking here would free it
     _children.append(pid)
     return True
 

@@ -162,9 +162,12 @@ class Delivery:
         self.requests = 0
         self.state = UploadState.load(queue)
 
-    def run(self) -> str:
-        """Drain the queue; returns ``delivered``, ``busy``, ``gave_up`` or ``stopped``."""
-        sender = self.queue.sender()
+    def run(self, sender: Sender | None = None) -> str:
+        """Drain the queue; returns ``delivered``, ``busy``, ``gave_up`` or ``stopped``.
+
+        ``sender``: this queue's send lock, when the caller already holds it.
+        """
+        sender = sender or self.queue.sender()
         if sender is None:
             return "busy"
         with sender:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 from . import _time, paths
-from .wire import Event
+from .wire import Event, new_event_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -128,6 +128,14 @@ class _FileLock:
             os.close(self._fd)
             self._fd = -1
 
+    def adopt(self, fd: int) -> None:
+        """Take over ``fd``, already locked (inherited from the process that locked it)."""
+        self._mutex.acquire()
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
 
 class JsonlQueue:
     """A bounded, multi-process JSONL event queue at ``path``.
@@ -151,12 +159,17 @@ class JsonlQueue:
         return True
 
     def append(self, event: Event) -> None:
-        """Append one event (stamping ``timestamp`` if None). Raises OSError when the disk refuses."""
+        """Append one event (stamping ``timestamp`` if None). Raises OSError when the disk refuses.
+
+        An event without an ``event_id`` is written with a new one (the event
+        itself keeps none, so appending it twice records two events).
+        """
         if not self._writable():
             return
         if event.timestamp is None:
             event.timestamp = _time.now()
-        self.append_line(event.to_json().encode("ascii"))
+        line = event.to_json(None if event.event_id else {"event_id": new_event_id()})
+        self.append_line(line.encode("ascii"))
 
     def append_line(self, line: bytes) -> None:
         """Append one already-encoded event (without its newline)."""
@@ -254,9 +267,16 @@ class JsonlQueue:
                 except FileNotFoundError:
                     pass
 
-    def sender(self) -> Sender | None:
-        """Become this queue's one sender; None when another sender is at work."""
+    def sender(self, inherited_fd: int | None = None) -> Sender | None:
+        """Become this queue's one sender; None when another sender is at work.
+
+        ``inherited_fd``: the send lock, already held, passed down by the
+        process that started this one (see :meth:`Sender.detach`).
+        """
         lock = _FileLock(self._path + ".send.lock")
+        if inherited_fd is not None:
+            lock.adopt(inherited_fd)
+            return Sender(self, lock)
         try:
             if lock.acquire(blocking=False):
                 return Sender(self, lock)
@@ -343,6 +363,15 @@ class Sender:
             self._lock.release()
         finally:
             self._lock.close()
+
+    def lock_fd(self) -> int:
+        """The descriptor holding the send lock, for a child process to inherit."""
+        return self._lock.fileno()
+
+    def detach(self) -> None:
+        """Forget the send lock without unlocking it: a child process that inherited it holds it now."""
+        self._lock.close()
+        self._lock._mutex.release()
 
     def __enter__(self) -> Sender:
         return self

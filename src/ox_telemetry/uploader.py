@@ -21,8 +21,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--queue", required=True, help="path of the queue file (.jsonl)")
     parser.add_argument("--url", required=True, help="full URL to POST batches to")
     parser.add_argument("--cli-version", default="", help="sent as the batch's cli_version")
+    parser.add_argument("--lock-fd", type=int, help="the queue's send lock, inherited already held")
     args = parser.parse_args(argv)
-    outcome = Delivery(JsonlQueue(args.queue), UrllibTransport(), args.url, args.cli_version).run()
+    queue = JsonlQueue(args.queue)
+    sender = queue.sender(inherited_fd=args.lock_fd) if args.lock_fd is not None else None
+    outcome = Delivery(queue, UrllibTransport(), args.url, args.cli_version).run(sender)
     print(outcome)
     return 0
 

@@ -43,7 +43,7 @@ MAX_KEY = 128
 #: An encoded event over this is written again with much shorter values, so it
 #: stays within what a collector accepts (32 KiB).
 MAX_EVENT_BYTES = 16 * 1024
-_SHORT_TEXT = 128
+_SHORT_TEXT = 32  # 77 strings of 32 escaped chars fit the bound
 
 # (field, kind, always written). Kinds: s = str, i = int, b = bool, t = time,
 # m = dict[str, str]. Order is the reference's key order.
@@ -101,7 +101,7 @@ def _clean_metadata(value: object, limit: int) -> "dict[str, str]":
     for key, item in value.items():
         if len(out) >= MAX_METADATA:
             break
-        out[clean_text(key, MAX_KEY)] = clean_text(item, limit)
+        out[clean_text(key, min(MAX_KEY, limit))] = clean_text(item, limit)
     return out
 
 
