@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from loopback import Endpoint  # noqa: E402
+from loopback import Endpoint
 
 VECTORS = Path(__file__).parent / "vectors"
 

@@ -6,46 +6,33 @@ fractions, both of which Go writes, so parsing is done here by hand.
 The datetime types are loaded on first use, from the C module alone: the
 pure-Python ``datetime`` module costs a CLI ~4 ms to import, ``_datetime`` a
 fraction of that, and a CLI that records nothing should pay neither.
-``from ._time import datetime`` works (PEP 562).
 """
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime
     from typing import Any
-
-    UTC: timezone
-    ZERO_TIME: datetime
 
 _mod = None
 
 
-def _dt() -> "Any":
+def datetime_module() -> "Any":
+    """The datetime types' module, loaded on first use (``_datetime`` where it exists)."""
     global _mod
     if _mod is None:
         try:
-            import _datetime as mod
+            import _datetime as mod  # type: ignore[import-not-found]
         except ImportError:  # pragma: no cover - interpreters without the C module
             import datetime as mod
         _mod = mod
     return _mod
 
 
-def __getattr__(name: str) -> object:
-    # Only our own names load the module: the import system probes others (``__path__``).
-    if name in ("datetime", "timedelta", "timezone"):
-        return getattr(_dt(), name)
-    if name == "UTC":
-        return _dt().timezone.utc
-    if name == "ZERO_TIME":
-        return _dt().datetime(1, 1, 1, tzinfo=_dt().timezone.utc)  # Go's time.Time{}
-    raise AttributeError(name)
-
-
 def now() -> "datetime":
     """The current time, aware, in UTC."""
-    mod = _mod or _dt()
-    return mod.datetime.now(mod.timezone.utc)
+    mod = _mod or datetime_module()
+    stamp: datetime = mod.datetime.now(mod.timezone.utc)
+    return stamp
 
 
 def format_rfc3339(dt: "datetime | None") -> str:
@@ -70,7 +57,7 @@ def parse_rfc3339(text: str) -> "datetime":
         raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
     if text[10] not in "Tt" or text[13] != ":" or text[16] != ":":
         raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    mod = _mod or _dt()
+    mod = _mod or datetime_module()
     try:
         year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
         hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
@@ -89,6 +76,7 @@ def parse_rfc3339(text: str) -> "datetime":
             tz = mod.timezone.utc if not delta else mod.timezone(delta if rest[0] == "+" else -delta)
         else:
             raise ValueError
-        return mod.datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
+        parsed: datetime = mod.datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
+        return parsed
     except ValueError:
         raise ValueError(f"not an RFC 3339 timestamp: {text!r}") from None

@@ -71,11 +71,11 @@ class Client:
         self._transport = transport
         self._lock = _thread.allocate_lock()
         self._memory: list[str] = []
-        self._stats: "Stats | None" = None
+        self._stats: Stats | None = None
         self._stopped = False
-        self._queue: "FileQueue | None" = None
-        self._spool: "JsonlQueue | None" = None
-        self._sender: "ThreadSender | None" = None
+        self._queue: FileQueue | None = None
+        self._spool: JsonlQueue | None = None
+        self._sender: ThreadSender | None = None
         self._defaults: dict[str, object] = {"api_endpoint": self.base_url}
         self._debug = False
         root = os.fspath(project_root) if project_root else None

@@ -113,6 +113,11 @@ class UploadState:
         self.next_attempt = time.time() + max(wait, retry_after or 0.0)
 
 
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
 class _Outcome:
     DELIVERED = "delivered"
     REFUSED = "refused"  # a final 4xx: this batch will never be accepted
@@ -158,7 +163,7 @@ class Delivery:
         self.cli_version = cli_version
         self.policy = policy or Policy.from_env()
         # wait(seconds) sleeps and returns True when the run should stop now.
-        self.wait = wait or (lambda seconds: bool(time.sleep(seconds)))
+        self.wait = wait or _sleep
         self.requests = 0
         self.state = UploadState.load(queue)
 

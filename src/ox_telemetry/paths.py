@@ -56,7 +56,11 @@ def user_data_dir() -> str:
 
 
 def daemon_socket_path() -> str:
-    """``$OX_TELEMETRY_SOCKET``, else ``$XDG_RUNTIME_DIR/sageox/telemetry.sock``, else ``<tmp>/sageox-<uid>/telemetry.sock``."""
+    """The delivery daemon's socket.
+
+    ``$OX_TELEMETRY_SOCKET``, else ``$XDG_RUNTIME_DIR/sageox/telemetry.sock``,
+    else ``<tmp>/sageox-<uid>/telemetry.sock``.
+    """
     explicit = os.environ.get("OX_TELEMETRY_SOCKET")
     if explicit:
         return explicit

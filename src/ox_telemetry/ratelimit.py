@@ -35,7 +35,8 @@ def allow(now: float | None = None, path: str | None = None) -> bool:
     last, level, ceiling = _load(path)
     if last is not None and current - last < BASE_SECONDS * (2**level):
         return False
-    sent = _time.datetime.fromtimestamp(current, _time.UTC)
+    types = _time.datetime_module()
+    sent = types.datetime.fromtimestamp(current, types.timezone.utc)
     text = _jsonlite.dumps(
         {"last_sent": _time.format_rfc3339(sent), "backoff_level": min(level + 1, MAX_LEVEL),
          "max_backoff": ceiling}

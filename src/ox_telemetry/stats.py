@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from ._time import datetime, now, timedelta
+from ._time import datetime_module, now
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
+
+def _as_timedelta(duration: object) -> timedelta:
+    delta: type[timedelta] = datetime_module().timedelta
+    if isinstance(duration, delta):
+        return duration
+    try:
+        return delta(seconds=float(duration))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return delta(0)
 
 
 class Stats:
@@ -17,18 +31,14 @@ class Stats:
         self.session_id = session_id
         self.command_count = 0
         self.error_count = 0
-        self.total_duration = timedelta(0)
+        self.total_duration: timedelta = datetime_module().timedelta(0)
         self.command_counts: dict[str, int] = {}
         self.first_command: datetime | None = None
         self.last_command: datetime | None = None
 
     def record_command(self, command: str, duration: timedelta | float, success: bool) -> None:
         """Count one command; ``duration`` is a timedelta or seconds."""
-        if not isinstance(duration, timedelta):
-            try:
-                duration = timedelta(seconds=float(duration))
-            except (TypeError, ValueError, OverflowError):
-                duration = timedelta(0)
+        duration = _as_timedelta(duration)
         stamp = now()
         self.command_count += 1
         if not success:

@@ -89,7 +89,7 @@ def _clean_int(value: object) -> int:
     if isinstance(value, int):
         return int(value)
     try:
-        return int(value)  # type: ignore[call-overload]
+        return int(value)  # type: ignore[call-overload,no-any-return]
     except (TypeError, ValueError, OverflowError):
         return 0
 
@@ -97,7 +97,7 @@ def _clean_int(value: object) -> int:
 def _clean_metadata(value: object, limit: int) -> "dict[str, str]":
     if not isinstance(value, dict):
         return {}
-    out: "dict[str, str]" = {}
+    out: dict[str, str] = {}
     for key, item in value.items():
         if len(out) >= MAX_METADATA:
             break
@@ -202,7 +202,7 @@ class Event:
 
         ``defaults`` fills fields that are empty (None, "", 0) on this event.
         """
-        out: "dict[str, Any]" = {}
+        out: dict[str, Any] = {}
         for name, kind, always in _FIELDS:
             value = getattr(self, name, None)
             if not value and defaults:

@@ -15,9 +15,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from conftest import VECTORS
 from loopback import Endpoint
-
 from ox_telemetry import Client, Event, FileQueue
 from ox_telemetry.transport import HTTPResponse, UrllibTransport
 

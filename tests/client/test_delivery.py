@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from loopback import Endpoint, refusing_url
 
+from loopback import Endpoint, refusing_url
 from ox_telemetry import Client, Event, FileQueue
 from ox_telemetry.delivery import Delivery, Policy
 from ox_telemetry.transport import UrllibTransport
@@ -135,7 +135,7 @@ def test_kill_9_of_the_uploader_loses_nothing(project: Path, slow_endpoint: Endp
         )
         requests_before = len(slow_endpoint.requests)
         # Kill it at a different moment each time: before, during or between requests.
-        _wait(lambda: len(slow_endpoint.requests) > requests_before or proc.poll() is not None, 10)
+        _wait(lambda n=requests_before, p=proc: len(slow_endpoint.requests) > n or p.poll() is not None, 10)
         time.sleep(0.03 * attempt)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -231,6 +231,7 @@ def test_an_outage_costs_a_bounded_number_of_processes_and_requests(
     while time.monotonic() - started < 6:  # two uploader budgets' worth of CLI runs
         _cli_run(project, endpoint.base_url, commands=2)
         runs += 1
+        time.sleep(0.02)  # pacing, not synchronisation: a few hundred runs, not thousands
     queue = FileQueue(str(project))
     assert _wait(lambda: _uploader_done(queue), 30)
     assert runs > 20

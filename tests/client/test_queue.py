@@ -131,7 +131,7 @@ import sys
 from ox_telemetry import Event, FileQueue
 q = FileQueue(sys.argv[1])
 for i in range(int(sys.argv[3])):
-    q.append(Event("x", command=f"{sys.argv[2]}-{i}", metadata={"pad": "y" * 200}))
+    q.append(Event("x", command=f"{sys.argv[2]}-{i}", metadata={"pad": "y" * 80}))
 """
 
 

@@ -6,9 +6,9 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import VECTORS
 
 import ox_telemetry
+from conftest import VECTORS
 from ox_telemetry import Batch, Event
 from ox_telemetry.wire import MAX_EVENT_BYTES, MAX_TEXT, new_event_id
 
