@@ -32,11 +32,22 @@ class _Context:
 _scan: "Callable[[str, int], tuple[Any, int]] | None" = None
 
 
+_quote: "Callable[[str], str] | None" = None
+
+
+def quote_function() -> "Callable[[str], str]":
+    """The fastest function that makes a JSON string literal (ASCII only)."""
+    global _quote
+    if _quote is None:
+        from _json import encode_basestring_ascii
+
+        _quote = encode_basestring_ascii
+    return _quote
+
+
 def quote(text: str) -> str:
     """A JSON string literal, ASCII only."""
-    from _json import encode_basestring_ascii
-
-    return encode_basestring_ascii(text)
+    return quote_function()(text)
 
 
 def loads(text: "str | bytes") -> "Any":
@@ -60,9 +71,7 @@ def loads(text: "str | bytes") -> "Any":
 
 def dumps(value: "Any") -> str:
     """Compact ASCII JSON for the plain types the client writes; anything else becomes a string."""
-    from _json import encode_basestring_ascii
-
-    return _encode(value, encode_basestring_ascii)
+    return _encode(value, quote_function())
 
 
 def _encode(value: "Any", q: "Callable[[str], str]") -> str:

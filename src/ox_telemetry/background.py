@@ -14,13 +14,11 @@ another sender holds the queue, so an outage costs neither a storm of
 processes nor of requests.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 import time
 
-from . import _jsonlite, _log, ipc, paths
+from . import _jsonlite, _log, paths
 from .queue import JsonlQueue
 
 TYPE_CHECKING = False
@@ -57,6 +55,8 @@ def hand_to_daemon(queue: JsonlQueue, url: str, cli_version: str) -> bool:
         return False
     if queue.sender_busy():
         return True
+    from . import ipc  # only now: its socket module is not free to load
+
     answer = ipc.request(
         {"type": "flush_queue",
          "payload": {"queue_path": os.path.abspath(queue.path), "url": url, "cli_version": cli_version}}
@@ -114,7 +114,7 @@ def _reap() -> None:
 class ThreadSender:
     """Sends queues from daemon threads through a host-supplied transport."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: "Transport") -> None:
         import threading
 
         self.transport = transport
@@ -148,6 +148,6 @@ class ThreadSender:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def threads(self) -> list[threading.Thread]:
+    def threads(self) -> "list[threading.Thread]":
         """The sending threads still alive."""
         return [t for t in self._threads if t.is_alive()]

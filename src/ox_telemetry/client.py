@@ -20,6 +20,7 @@ import os
 import sys
 
 from . import _log
+from ._time import now_rfc3339
 from .wire import EVENT_COMMAND_COMPLETE, EVENT_DAEMON_START_FAILURE, Event, new_event_id
 
 TYPE_CHECKING = False
@@ -186,10 +187,10 @@ class Client:
             if self._debug:
                 self._print(line)
                 return
-            queue = self._file_queue()
+            queue = self._queue or self._file_queue()
             if queue is not None and queue._writable():
                 try:
-                    queue.append_line(line.encode("ascii"))
+                    queue._write(line.encode("ascii") + b"\n")
                     return
                 except OSError as exc:  # read-only project, full disk: keep it in memory
                     _log.debug("project queue refused an event: %r", exc)
@@ -224,7 +225,9 @@ class Client:
         if not self._decision.enabled:
             return
         try:
-            seconds = duration.total_seconds() if hasattr(duration, "total_seconds") else float(duration)
+            from .stats import as_seconds
+
+            seconds = as_seconds(duration)
             if isinstance(error_code, BaseException):
                 error_code = error_code.__class__.__name__
             with self._lock:
@@ -296,11 +299,9 @@ class Client:
     # -- internals -----------------------------------------------------------
 
     def _encode(self, event: Event) -> str:
-        from ._time import now
-
         defaults = self._defaults
         if event.timestamp is None or not event.event_id:
-            defaults = {**defaults, "timestamp": now(), "event_id": new_event_id()}
+            defaults = {**defaults, "timestamp": now_rfc3339(), "event_id": new_event_id()}
         return event.to_json(defaults)
 
     @staticmethod

@@ -5,8 +5,6 @@ a host program asking for telemetry. The rules are checked cheapest first
 (environment, then files), and the first that says "off" is the answer.
 """
 
-from __future__ import annotations
-
 import os
 
 from . import _jsonlite, paths
@@ -71,7 +69,7 @@ def read_user_setting(path: str | None = None) -> bool | None:
     return None
 
 
-def read_project_config(project_root: str) -> dict[str, Any]:
+def read_project_config(project_root: str) -> "dict[str, Any]":
     """``<project_root>/.sageox/config.json`` as a dict; empty when missing or unreadable."""
     try:
         with open(os.path.join(project_root, ".sageox", "config.json"), "rb") as f:
@@ -82,7 +80,7 @@ def read_project_config(project_root: str) -> dict[str, Any]:
 
 
 def decide(
-    enabled: bool | None = None, project_config: dict[str, Any] | None = None
+    enabled: "bool | None" = None, project_config: "dict[str, Any] | None" = None
 ) -> Decision:
     """Apply the rules. ``enabled=False`` from the host turns telemetry off; True or None defer to the user."""
     if enabled is False:

@@ -4,8 +4,6 @@ Uses ``_socket`` directly: the ``socket`` module costs a CLI ~15 ms to import
 on a slow machine, and a Unix-socket connect and write need none of it.
 """
 
-from __future__ import annotations
-
 import _socket
 import os
 
@@ -16,7 +14,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def _connect(timeout: float | None) -> _socket.socket | None:
+def _connect(timeout: "float | None") -> "_socket.socket | None":
     path = paths.daemon_socket_path()
     if not os.path.exists(path):
         return None  # the common case, and the cheapest answer
@@ -30,7 +28,7 @@ def _connect(timeout: float | None) -> _socket.socket | None:
     return sock
 
 
-def send(message: dict[str, Any]) -> bool:
+def send(message: "dict[str, Any]") -> bool:
     """Write one message without waiting for the daemon; False when no daemon took it."""
     sock = _connect(0.0)  # non-blocking: a busy daemon never holds up the CLI
     if sock is None:
@@ -44,7 +42,7 @@ def send(message: dict[str, Any]) -> bool:
         sock.close()
 
 
-def request(message: dict[str, Any], timeout: float = 0.05) -> dict[str, Any] | None:
+def request(message: "dict[str, Any]", timeout: float = 0.05) -> "dict[str, Any] | None":
     """Send one message and read the daemon's one-line answer; None on no daemon, timeout or garbage."""
     sock = _connect(timeout)
     if sock is None:

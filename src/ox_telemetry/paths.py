@@ -4,8 +4,6 @@ Every function reads the environment when called, so a test (or a host that
 changes ``HOME``) sees the current answer. Nothing here creates a directory.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

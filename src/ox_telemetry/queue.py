@@ -2,25 +2,31 @@
 
 Files beside the queue file ``Q`` (for a project, ``.sageox/cache/telemetry.jsonl``):
 
-``Q``          events waiting, oldest first.
-``Q.sending``  events claimed by the one sender at work (or left by one that
-               died or gave up); still queued until the endpoint accepted them.
-``Q.lock``     held briefly around every change to ``Q`` and ``Q.sending``.
+``Q``           events waiting, oldest first.
+``Q.sending``   events claimed by the one sender at work (or left by one that
+                died or gave up); still queued until the endpoint accepted them.
+``Q.lock``      held briefly around every change to ``Q`` and ``Q.sending``;
+                its content is a counter bumped whenever ``Q`` is replaced.
 ``Q.send.lock`` held by the sender for as long as it sends, so there is at
-               most one per queue (uploader process, client thread or daemon).
+                most one per queue (uploader process, client thread or daemon).
 
 Appends never interleave (each is one ``write`` under ``Q.lock``). A sender
 moves ``Q`` into ``Q.sending`` under that lock, so an event appended during a
 send lands in a fresh ``Q``: it is neither lost nor sent twice. The sender
 removes lines from ``Q.sending`` only after the endpoint accepted them; if it
 dies first, the next sender sends them again, with the same ``event_id``.
+
+A writer keeps ``Q`` open between appends (an open costs more than the rest of
+an append); the counter in ``Q.lock`` tells it, for the price of one ``pread``,
+that ``Q`` was replaced and must be opened again. Nothing here deletes a lock
+file: a process holding the old one would no longer exclude the others.
 """
 
-from __future__ import annotations
-
 import os
+import time
+from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 
-from . import _time, paths
+from . import _jsonlite, _time, paths
 from .wire import Event, new_event_id
 
 TYPE_CHECKING = False
@@ -35,7 +41,8 @@ _TRIM_TO = 0.75
 FLUSH_COUNT = 10
 FLUSH_AGE_SECONDS = 3600.0
 
-_O_APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT | _CLOEXEC
 
 
 def _read(path: str) -> bytes:
@@ -46,7 +53,7 @@ def _read(path: str) -> bytes:
         return b""
 
 
-def _parse_lines(data: bytes) -> list[Event]:
+def _parse_lines(data: bytes) -> "list[Event]":
     events = []
     for line in data.splitlines():
         if line.strip():
@@ -57,9 +64,16 @@ def _parse_lines(data: bytes) -> list[Event]:
     return events
 
 
+def _age_seconds(stamp: object) -> float:
+    try:
+        return time.time() - _time.parse_rfc3339(stamp).timestamp()  # type: ignore[arg-type]
+    except (ValueError, TypeError, OverflowError):
+        return FLUSH_AGE_SECONDS  # no readable time: old enough to send
+
+
 def _write_atomic(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o600)
     try:
         view = memoryview(data)
         while view:
@@ -88,18 +102,16 @@ class _FileLock:
         self._fd = -1
         self._mutex = _thread.allocate_lock()
 
-    def _open(self) -> int:
+    def fileno(self) -> int:
         if self._fd < 0:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o600)
         return self._fd
 
     def acquire(self, blocking: bool = True) -> bool:
-        import fcntl
-
         if not self._mutex.acquire(blocking):
             return False
         try:
-            fcntl.flock(self._open(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            flock(self.fileno(), LOCK_EX if blocking else LOCK_EX | LOCK_NB)
         except BlockingIOError:
             self._mutex.release()
             return False
@@ -109,14 +121,12 @@ class _FileLock:
         return True
 
     def release(self) -> None:
-        import fcntl
-
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            flock(self._fd, LOCK_UN)
         finally:
             self._mutex.release()
 
-    def __enter__(self) -> _FileLock:
+    def __enter__(self) -> "_FileLock":
         self.acquire()
         return self
 
@@ -133,9 +143,6 @@ class _FileLock:
         self._mutex.acquire()
         self._fd = fd
 
-    def fileno(self) -> int:
-        return self._fd
-
 
 class JsonlQueue:
     """A bounded, multi-process JSONL event queue at ``path``.
@@ -149,6 +156,8 @@ class JsonlQueue:
         self.max_bytes = max_bytes
         self.sending_path = path + ".sending"
         self._lock = _FileLock(path + ".lock")
+        self._fd = -1  # ``Q`` kept open for appends
+        self._generation = b""  # the lock file's counter when ``_fd`` was opened
 
     @property
     def path(self) -> str:
@@ -173,13 +182,16 @@ class JsonlQueue:
 
     def append_line(self, line: bytes) -> None:
         """Append one already-encoded event (without its newline)."""
-        self.append_lines([line])
+        if self._writable():
+            self._write(line + b"\n")
 
-    def append_lines(self, lines: list[bytes]) -> int:
+    def append_lines(self, lines: "list[bytes]") -> int:
         """Append encoded events (without newlines) in one write; returns how many old lines the bound dropped."""
         if not lines or not self._writable():
             return 0
-        data = b"\n".join(lines) + b"\n"
+        return self._write(b"\n".join(lines) + b"\n")
+
+    def _write(self, data: bytes) -> int:
         try:
             return self._append(data)
         except FileNotFoundError:  # first event of this queue: make its directory
@@ -187,40 +199,66 @@ class JsonlQueue:
             return self._append(data)
 
     def _append(self, data: bytes) -> int:
-        dropped = 0
-        with self._lock:
-            fd = os.open(self._path, _O_APPEND, 0o600)
+        # Every call of every event goes through here: kept to the syscalls it needs
+        # (lock, read the generation, write, learn the size, unlock).
+        lock = self._lock
+        lock_fd = lock.fileno()
+        lock._mutex.acquire()
+        try:
+            flock(lock_fd, LOCK_EX)
             try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    data = b"\n" + data  # a torn line from a crash stays apart from ours
-                if size + len(data) > self.max_bytes:
-                    os.close(fd)
-                    fd = -1
-                    dropped = self._trim(len(data))
-                    fd = os.open(self._path, _O_APPEND, 0o600)
-                    size = os.fstat(fd).st_size
+                generation = os.pread(lock_fd, 32, 0)
+                fd = self._fd
+                if fd < 0 or generation != self._generation:
+                    fd = self._reopen(generation)
                 written = os.write(fd, data)
+                size = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: the end of the file, our line included
                 if written != len(data):  # disk full: take the fragment back
-                    os.ftruncate(fd, size)
+                    os.ftruncate(fd, size - written)
                     raise OSError(28, "short write to telemetry queue")
+                return self._trim() if size > self.max_bytes else 0
             finally:
-                if fd >= 0:
-                    os.close(fd)
-        return dropped
+                flock(lock_fd, LOCK_UN)
+        finally:
+            lock._mutex.release()
 
-    def _trim(self, incoming: int) -> int:
+    def _reopen(self, generation: bytes) -> int:
+        # Caller holds the lock; ``Q`` was replaced (or never opened) since the last append.
+        self._close_fd()
+        fd = os.open(self._path, _O_APPEND, 0o600)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.write(fd, b"\n")  # a line torn by a crash stays apart from ours
+        self._fd, self._generation = fd, generation
+        return fd
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _replaced(self) -> None:
+        # Caller holds the lock and has just replaced or removed ``Q``: tell every writer.
+        fd = self._lock.fileno()
+        count = int(os.pread(fd, 32, 0) or b"0") + 1
+        os.pwrite(fd, b"%d" % count, 0)
+        self._close_fd()
+
+    def _trim(self) -> int:
         # Caller holds the lock. Keep the newest events; never drop all of them.
         data = _read(self._path)
-        kept = _drop_oldest(data, max(0, int(self.max_bytes * _TRIM_TO) - incoming))
+        kept = _drop_oldest(data, int(self.max_bytes * _TRIM_TO))
+        if not kept:  # one append larger than the bound: keep that, whatever it costs
+            kept = data[data.rfind(b"\n", 0, len(data) - 1) + 1 :]
         _write_atomic(self._path, kept)
+        self._replaced()
         return data.count(b"\n") - kept.count(b"\n")
 
     def _snapshot(self) -> bytes:
         with self._lock:
             return _read(self.sending_path) + _read(self._path)
 
-    def read_all(self) -> list[Event]:
+    def read_all(self) -> "list[Event]":
         """Every event not yet delivered (including any being sent), oldest first."""
         try:
             return _parse_lines(self._snapshot())
@@ -237,26 +275,21 @@ class JsonlQueue:
             data = self._snapshot()
         except OSError:
             return False
-        if data.count(b"\n") < FLUSH_COUNT:
-            events = _parse_lines(data)
-            if not events:
-                return False
-            if len(events) < FLUSH_COUNT:
-                oldest = events[0].timestamp
-                age = (_time.now() - oldest).total_seconds() if oldest else FLUSH_AGE_SECONDS
-                return age >= FLUSH_AGE_SECONDS
-            return True
-        # Many lines: make sure ten of them are events without parsing them all.
         found = 0
+        oldest: object = None
         for line in data.splitlines():
-            try:
-                Event.from_json(line)
+            try:  # a cheap look, not a full parse: every CLI run asks this
+                item = _jsonlite.loads(line)
             except (ValueError, UnicodeDecodeError):
                 continue
+            if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+                continue
+            if found == 0:
+                oldest = item.get("timestamp")
             found += 1
             if found >= FLUSH_COUNT:
                 return True
-        return False
+        return found > 0 and _age_seconds(oldest) >= FLUSH_AGE_SECONDS
 
     def truncate(self) -> None:
         """Drop every queued event, including any claimed by a sender."""
@@ -266,8 +299,9 @@ class JsonlQueue:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
+            self._replaced()
 
-    def sender(self, inherited_fd: int | None = None) -> Sender | None:
+    def sender(self, inherited_fd: "int | None" = None) -> "Sender | None":
         """Become this queue's one sender; None when another sender is at work.
 
         ``inherited_fd``: the send lock, already held, passed down by the
@@ -295,7 +329,7 @@ class JsonlQueue:
         sender.close()
         return False
 
-    # Used by Sender, under the lock.
+    # Used by Sender, which holds the send lock.
     def _claim(self) -> bytes:
         with self._lock:
             pending = _read(self._path)
@@ -304,24 +338,28 @@ class JsonlQueue:
                     merged = _read(self.sending_path)
                     if merged and not merged.endswith(b"\n"):
                         merged += b"\n"
-                    merged = _drop_oldest(merged + pending, self.max_bytes)
-                    _write_atomic(self.sending_path, merged)
+                    _write_atomic(self.sending_path, _drop_oldest(merged + pending, self.max_bytes))
                     os.unlink(self._path)
                 else:
                     os.replace(self._path, self.sending_path)
+                self._replaced()
             return _read(self.sending_path)
 
     def _release(self, delivered: int) -> None:
         with self._lock:
-            data = _read(self.sending_path)
-            rest = data[delivered:]
-            if not rest.strip():
+            rest = _read(self.sending_path)[delivered:]
+            if rest.strip():
+                _write_atomic(self.sending_path, rest)
+            else:
                 try:
                     os.unlink(self.sending_path)
                 except FileNotFoundError:
                     pass
-            else:
-                _write_atomic(self.sending_path, rest)
+
+    def close(self) -> None:
+        """Close the files this object keeps open (it stays usable)."""
+        self._close_fd()
+        self._lock.close()
 
 
 class Sender:
@@ -336,7 +374,7 @@ class Sender:
         self._lock = lock
         self._offset = 0
 
-    def claim(self) -> list[tuple[int, bytes]]:
+    def claim(self) -> "list[tuple[int, bytes]]":
         """Take every queued event for sending: ``(end offset, JSON line)`` pairs, oldest first.
 
         Pass an end offset to :meth:`release` once the lines up to it are done with.
@@ -373,11 +411,11 @@ class Sender:
         self._lock.close()
         self._lock._mutex.release()
 
-    def __enter__(self) -> Sender:
+    def __enter__(self) -> "Sender":
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self, exc_type: "type[BaseException] | None", exc: "BaseException | None", tb: "TracebackType | None"
     ) -> None:
         self.close()
 

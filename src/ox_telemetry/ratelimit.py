@@ -6,8 +6,6 @@ state lives in ``daemon_failure_ratelimit.json`` in the user config directory,
 so the limit holds across CLI runs.
 """
 
-from __future__ import annotations
-
 import os
 
 from . import _jsonlite, _time, paths

@@ -67,8 +67,8 @@ def test_a_torn_last_line_does_not_swallow_the_next_event(project: Path) -> None
     queue = FileQueue(str(project))
     queue.append(Event("a"))
     with open(queue.path, "ab") as f:
-        f.write(b'{"type":"half-writ')  # a crash mid-write leaves no newline
-    queue.append(Event("b"))
+        f.write(b'{"type":"half-writ')  # a writer lost power mid-write: no newline
+    FileQueue(str(project)).append(Event("b"))  # the next process to write
     assert [e.type for e in queue.read_all()] == ["a", "b"]
 
 
