@@ -12,6 +12,8 @@ import sys
 # name -> (module with ``main(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "upload": ("ox_telemetry.uploader", "send a queue file now (used by the background uploader)"),
+    "serve": ("ox_telemetry.collector.cli", "run the collector: ingestion endpoints, storage and dashboard"),
+    "demo": ("ox_telemetry.collector.demo", "send realistic events to a collector so its dashboard has data"),
 }
 
 

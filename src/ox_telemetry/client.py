@@ -71,7 +71,7 @@ class Client:
         self.version = version or ""
         self._transport = transport
         self._lock = _thread.allocate_lock()
-        self._memory: list[str] = []
+        self._memory: list[bytes] = []
         self._stats: Stats | None = None
         self._stopped = False
         self._queue: FileQueue | None = None
@@ -184,13 +184,12 @@ class Client:
             return
         try:
             line = self._encode(event)
-            if self._debug:
-                self._print(line)
+            if line is None:
                 return
             queue = self._queue or self._file_queue()
             if queue is not None and queue._writable():
                 try:
-                    queue._write(line.encode("ascii") + b"\n")
+                    queue._write(line + b"\n")
                     return
                 except OSError as exc:  # read-only project, full disk: keep it in memory
                     _log.debug("project queue refused an event: %r", exc)
@@ -204,11 +203,10 @@ class Client:
             return
         try:
             line = self._encode(event)
-            if self._debug:
-                self._print(line)
+            if line is None:
                 return
             spool = self._user_spool()
-            spool.append_line(line.encode("ascii"))
+            spool.append_line(line)
             self._kick(spool, force=True)
         except Exception as exc:
             _log.debug("track_async failed: %r", exc)
@@ -298,11 +296,16 @@ class Client:
 
     # -- internals -----------------------------------------------------------
 
-    def _encode(self, event: Event) -> str:
+    def _encode(self, event: Event) -> "bytes | None":
+        """The stamped JSON line of ``event``; None in debug mode, where it is printed instead."""
         defaults = self._defaults
         if event.timestamp is None or not event.event_id:
             defaults = {**defaults, "timestamp": now_rfc3339(), "event_id": new_event_id()}
-        return event.to_json(defaults)
+        line = event.to_json(defaults)
+        if self._debug:
+            self._print(line)
+            return None
+        return line.encode("ascii")
 
     @staticmethod
     def _print(line: str) -> None:
@@ -312,7 +315,7 @@ class Client:
         except Exception:
             pass
 
-    def _remember(self, line: str) -> None:
+    def _remember(self, line: bytes) -> None:
         with self._lock:
             stopped = self._stopped
             if not stopped:
@@ -320,14 +323,14 @@ class Client:
                 if len(self._memory) > MEMORY_QUEUE_SIZE:
                     del self._memory[: len(self._memory) - MEMORY_QUEUE_SIZE]
         if stopped:  # nobody will spill it later: straight to disk
-            self._user_spool().append_line(line.encode("ascii"))
+            self._user_spool().append_line(line)
 
     def _spill(self) -> None:
         with self._lock:
             lines, self._memory = self._memory, []
         if lines:
             try:
-                self._user_spool().append_lines([line.encode("ascii") for line in lines])
+                self._user_spool().append_lines(lines)
             except OSError as exc:
                 _log.debug("could not spill %d events to the spool: %r", len(lines), exc)
                 with self._lock:

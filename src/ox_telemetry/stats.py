@@ -3,13 +3,14 @@
 import time
 
 from ._time import datetime_module
+from .wire import _Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
 
-class Stats:
+class Stats(_Value):
     """Counts and timings of the commands of one session."""
 
     __slots__ = ("_first", "_last", "_seconds", "command_count", "command_counts", "error_count", "session_id")
@@ -59,13 +60,6 @@ class Stats:
             setattr(twin, name, getattr(self, name))
         twin.command_counts = dict(self.command_counts)
         return twin
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Stats):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (

@@ -112,7 +112,20 @@ def _clean_metadata(value: object, limit: int) -> "dict[str, str]":
     return out
 
 
-class Event:
+class _Value:
+    """Equality over ``__slots__``, and unhashable because mutable (as a dataclass would be)."""
+
+    __slots__: "tuple[str, ...]" = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Event(_Value):
     """One telemetry event. Keyword construction, equality, readable repr."""
 
     __slots__ = _FIELD_NAMES
@@ -178,13 +191,6 @@ class Event:
         self.coworker_name = coworker_name
         self.coworker_model = coworker_model
         self.event_id = event_id
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in _FIELD_NAMES)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass
 
     def __repr__(self) -> str:
         shown = (
@@ -307,7 +313,7 @@ def _is_datetime(value: object) -> bool:
     return hasattr(value, "utcoffset") and hasattr(value, "microsecond")
 
 
-class Batch:
+class Batch(_Value):
     """What a CLI POSTs: events plus where they came from."""
 
     __slots__ = ("arch", "cli_version", "events", "os", "timestamp")
@@ -325,13 +331,6 @@ class Batch:
         self.os = os
         self.arch = arch
         self.timestamp = timestamp
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (
