@@ -21,6 +21,7 @@ from collections.abc import Callable
 from . import retry
 from ._time import now
 from .queue import JsonlQueue, Sender
+from .scrub import scrub_line
 from .transport import Transport, header
 from .wire import Event, encode_batch, host_arch, host_os
 
@@ -126,7 +127,11 @@ class _Outcome:
 
 
 def _chunks(lines: list[tuple[int, bytes]]) -> list[tuple[int, list[str]]]:
-    """Valid event lines grouped into batches: ``(end offset, lines)``."""
+    """Valid event lines, scrubbed, grouped into batches: ``(end offset, lines)``.
+
+    Scrubbing happens here, at send time, because the recording client may not
+    load :mod:`re`; every event leaves the machine through this function.
+    """
     out: list[tuple[int, list[str]]] = []
     current: list[str] = []
     size = 0
@@ -135,6 +140,7 @@ def _chunks(lines: list[tuple[int, bytes]]) -> list[tuple[int, list[str]]]:
         try:
             text = raw.decode("utf-8")
             Event.from_json(text)
+            text = scrub_line(text)
         except ValueError:
             log.debug("skipping a malformed queue line")
             end = offset
