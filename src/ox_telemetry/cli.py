@@ -9,11 +9,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-# name -> (module with ``main(argv) -> int``, one-line help)
+# name -> ("module:function" taking ``argv`` and returning an exit code, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "upload": ("ox_telemetry.uploader", "send a queue file now (used by the background uploader)"),
-    "serve": ("ox_telemetry.collector.cli", "run the collector: ingestion endpoints, storage and dashboard"),
-    "demo": ("ox_telemetry.collector.demo", "send realistic events to a collector so its dashboard has data"),
+    "upload": ("ox_telemetry.uploader:main", "send a queue file now (used by the background uploader)"),
+    "daemon": ("ox_telemetry.daemon.cli:main", "the per-user delivery daemon: start, stop, status, run"),
+    "serve": ("ox_telemetry.collector.cli:main", "run the collector: ingestion endpoints, storage and dashboard"),
+    "demo": ("ox_telemetry.collector.demo:main", "send realistic events to a collector so its dashboard has data"),
+    "status": ("ox_telemetry.commands:status_main", "whether telemetry is on, which rule decided it, what waits"),
+    "enable": ("ox_telemetry.commands:enable_main", "turn telemetry on in the user config"),
+    "disable": ("ox_telemetry.commands:disable_main", "turn telemetry off and delete what is queued locally"),
+    "show": ("ox_telemetry.commands:show_main", "print exactly what would be sent"),
+    "flush": ("ox_telemetry.commands:flush_main", "send now, in the foreground, and report each batch"),
 }
 
 
@@ -34,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if entry is None:
         print(f"ox-telemetry: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(entry[0])
-    code: int = module.main(args[1:])
+    module_name, _, function = entry[0].partition(":")
+    code: int = getattr(importlib.import_module(module_name), function)(args[1:])
     return code
 
 

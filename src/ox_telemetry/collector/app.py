@@ -1,0 +1,278 @@
+"""The HTTP application: routes, request accounting, and the life of the writer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._time import parse_rfc3339
+from . import ingest
+from .access import COOKIE, Access
+from .body import is_gzip, read_body
+from .config import Config
+from .dashboard import PAGE
+from .errors import RequestError, retry_after
+from .metrics import Metrics
+from .openapi import DOCUMENT
+from .stats import MAX_SPAN, query_stats
+from .storage import Storage, StorageError, WriteJob
+from .writer import Writer
+
+log = logging.getLogger("ox_telemetry.collector")
+
+#: Bodies larger than this are parsed on a worker thread, so the event loop keeps serving.
+_OFFLOAD_BYTES = 1024 * 1024
+_STORE_RETRY_S = 5
+_ENDPOINTS = {
+    "/api/v1/telemetry": "telemetry", "/tevents": "tevents", "/api/v1/stats": "stats", "/": "dashboard",
+    "/healthz": "healthz", "/metrics": "metrics", "/openapi.json": "openapi",
+}
+_PAGE_HEADERS = {
+    # The page loads nothing from elsewhere; its script and style are inline.
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_PARSERS = {"telemetry": ingest.client_batch, "tevents": ingest.daemon_upload}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A compact JSON response."""
+    return Response(orjson.dumps(data), status, headers, media_type="application/json")
+
+
+def error_response(exc: RequestError) -> Response:
+    """The JSON answer for a refused request."""
+    return json_response({"error": exc.message, "code": exc.code}, exc.status, exc.headers)
+
+
+def now_us() -> int:
+    """The current time, integer microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+class Collector:
+    """The running service's state: store, writer, limits and metrics."""
+
+    def __init__(self, config: Config, storage: Storage) -> None:
+        self.config = config
+        self.storage = storage
+        self.writer = Writer(config.db_url, max_pending=config.max_pending)
+        self.access = Access(config)
+        self.metrics = Metrics()
+        self.metrics.gauge("ox_collector_queued_events", "Events waiting for the writer.",
+                           lambda: self.writer.queued_rows)
+
+    async def start(self) -> None:
+        """Start the writer process (StorageError when it cannot open the store)."""
+        await self.writer.start()
+
+    async def close(self) -> None:
+        """Commit what is queued and release the store."""
+        await self.writer.close()
+        await run_in_threadpool(self.storage.close)
+
+    async def ingest(self, request: Request, endpoint: str) -> Response:
+        """``POST /api/v1/telemetry`` and ``POST /tevents``."""
+        received = now_us()
+        address = request.client.host if request.client else "unknown"
+        try:
+            self.access.admit_write(request.headers, address)
+            self.writer.admit()
+            gzip = is_gzip(request.headers.get("content-encoding"))
+            body = await read_body(request.stream(), request.headers.get("content-length"), gzip)
+            parse = _PARSERS[endpoint]
+            if len(body) > _OFFLOAD_BYTES:
+                parsed = await run_in_threadpool(parse, body, received)
+            else:
+                parsed = parse(body, received)
+            job = WriteJob(parsed.client_rows, parsed.daemon_rows)
+            stored = await self.writer.submit(job) if len(job) else 0
+        except RequestError as exc:
+            self.metrics.request_errors[exc.code] += 1
+            return error_response(exc)
+        except StorageError:
+            self.metrics.request_errors["storage_unavailable"] += 1
+            return _store_unavailable()
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it
+        accepted = len(job)
+        self.metrics.accepted[endpoint] += accepted
+        self.metrics.duplicates[endpoint] += accepted - stored
+        for rejection in parsed.rejected:
+            self.metrics.rejected[rejection.code] += 1
+        headers = None
+        if endpoint == "tevents" and self.config.daemon_interval:
+            headers = {"X-SageOx-Interval": self.config.daemon_interval}
+        rejected = [{"index": r.index, "code": r.code, "reason": r.reason} for r in parsed.rejected]
+        return json_response({"accepted": accepted, "duplicates": accepted - stored, "rejected": rejected},
+                             headers=headers)
+
+    def _can_read(self, request: Request) -> bool:
+        return self.access.read_allowed(request.headers, request.cookies, request.query_params)
+
+    async def stats(self, request: Request) -> Response:
+        """``GET /api/v1/stats?from=&to=``."""
+        if not self._can_read(request):
+            return _unauthorized()
+        try:
+            start, end = stats_range(request.query_params.get("from"), request.query_params.get("to"), time.time())
+        except RequestError as exc:
+            return error_response(exc)
+        try:
+            data = await run_in_threadpool(query_stats, self.storage, start, end)
+        except StorageError:
+            return _store_unavailable()
+        return json_response(data, headers={"Cache-Control": "no-store"})
+
+    async def page(self, request: Request) -> Response:
+        """``GET /``: the dashboard."""
+        if not self._can_read(request):
+            return HTMLResponse(
+                "<!doctype html><title>ox-telemetry</title><p>A read token is required: open this page as "
+                "<code>/?token=&lt;token&gt;</code>.", 401, _PAGE_HEADERS,
+            )
+        response = HTMLResponse(PAGE, headers={**_PAGE_HEADERS, "Cache-Control": "no-store"})
+        token = request.query_params.get("token")
+        if token and self.config.read_token is not None:
+            # The page's own requests then carry the token without putting it in every URL.
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    async def metrics_text(self, request: Request) -> Response:
+        """``GET /metrics``."""
+        if not self._can_read(request):
+            return _unauthorized()
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def healthz(self, request: Request) -> Response:
+        """``GET /healthz``: the writer runs and the store answers."""
+        if not self.writer.alive():
+            return json_response({"error": "the writer is not running", "code": "unhealthy"}, 503)
+        try:
+            await run_in_threadpool(self.storage.query, "SELECT 1")
+        except StorageError as exc:
+            return json_response({"error": str(exc), "code": "unhealthy"}, 503)
+        return json_response({"status": "ok", "store": self.storage.dialect, "queued": self.writer.queued_rows})
+
+
+def _store_unavailable() -> Response:
+    return error_response(retry_after(503, "storage_unavailable", "the event store is unavailable", _STORE_RETRY_S))
+
+
+def _unauthorized() -> Response:
+    return error_response(RequestError(401, "unauthorized", "a read token is required",
+                                       {"WWW-Authenticate": 'Bearer realm="ox-telemetry"'}))
+
+
+def _time_param(value: str | None, name: str, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        if value.lstrip("-").isdigit():
+            return int(value) / 1000
+        return ingest.micros(parse_rfc3339(value)) / 1_000_000
+    except (ValueError, OverflowError):
+        raise RequestError(400, "invalid_query", f"query parameter {name!r} must be an RFC 3339 time "
+                                                 "or Unix milliseconds") from None
+
+
+def stats_range(start: str | None, end: str | None, now: float) -> tuple[int, int]:
+    """[from, to) as minute-aligned Unix seconds; the last 24 hours by default."""
+    to = _time_param(end, "to", now)
+    frm = _time_param(start, "from", to - 86400)
+    first, last = int(frm // 60 * 60), int(-(-to // 60) * 60)
+    if first >= last:
+        raise RequestError(400, "invalid_query", "'from' must be before 'to'")
+    if last - first > MAX_SPAN:
+        raise RequestError(400, "invalid_query", f"the range is over {MAX_SPAN // 86400} days")
+    if first < 0 or last > 253402300800:  # 1970 to the year 9999
+        raise RequestError(400, "invalid_query", "the range must lie between 1970 and 9999")
+    return first, last
+
+
+class ObserveRequests:
+    """ASGI middleware: latency and status of every request into the metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            endpoint = _ENDPOINTS.get(scope["path"], "other")
+            self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
+    return json_response({"error": exc.detail, "code": code}, exc.status_code, dict(exc.headers or {}))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return json_response({"error": "internal error", "code": "internal"}, 500)
+
+
+def create_app(collector: Collector) -> Starlette:
+    """The ASGI app for ``collector``; closing the app (lifespan end) closes the collector."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await collector.start()
+        yield
+        await collector.close()
+
+    def post(endpoint: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            return await collector.ingest(request, endpoint)
+
+        return handler
+
+    async def openapi(request: Request) -> Response:
+        return json_response(DOCUMENT)
+
+    routes = [
+        Route("/api/v1/telemetry", post("telemetry"), methods=["POST"]),
+        Route("/tevents", post("tevents"), methods=["POST"]),
+        Route("/api/v1/stats", collector.stats, methods=["GET"]),
+        Route("/", collector.page, methods=["GET"]),
+        Route("/healthz", collector.healthz, methods=["GET"]),
+        Route("/metrics", collector.metrics_text, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+    )
+    app.add_middleware(ObserveRequests, metrics=collector.metrics)
+    return app

@@ -1,0 +1,127 @@
+"""``ox-telemetry serve``: run the collector."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import socket
+import sys
+
+from .config import Config
+
+# What daemons parse in X-SageOx-Interval (Go's time.ParseDuration, without a sign).
+_GO_DURATION = re.compile(r"(\d+(\.\d*)?(ns|us|\u00b5s|ms|s|m|h))+")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ox-telemetry serve",
+        description="Receive telemetry from clients and daemons, store it, and serve the dashboard.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one (default: 8080)")
+    p.add_argument("--db", metavar="URL",
+                   help="sqlite:///path/to/file or postgresql://... (default: collector.sqlite3 in the user "
+                        "data directory)")
+    p.add_argument("--write-key", action="append", default=[], metavar="KEY",
+                   help="accept writes only with this key (repeatable); sent as 'Authorization: Bearer KEY' "
+                        "or 'X-Ox-Write-Key: KEY'")
+    p.add_argument("--write-key-file", metavar="FILE",
+                   help="file with write keys, one a line ('#' starts a comment)")
+    p.add_argument("--read-token", metavar="TOKEN",
+                   help="require this token for the dashboard, /api/v1/stats and /metrics")
+    p.add_argument("--rate", type=float, default=Config.address_rate, metavar="N",
+                   help="requests a second allowed per client address; 0 for no limit (default: %(default)s)")
+    p.add_argument("--burst", type=float, default=Config.address_burst, metavar="N",
+                   help="burst allowed per client address (default: %(default)s)")
+    p.add_argument("--key-rate", type=float, default=Config.key_rate, metavar="N",
+                   help="requests a second allowed per write key; 0 for no limit (default: %(default)s)")
+    p.add_argument("--key-burst", type=float, default=Config.key_burst, metavar="N",
+                   help="burst allowed per write key (default: %(default)s)")
+    p.add_argument("--max-pending", type=int, default=Config.max_pending, metavar="N",
+                   help="events waiting for the database before requests get 503 (default: %(default)s)")
+    p.add_argument("--daemon-interval", metavar="DURATION",
+                   help="send interval to ask of daemons (X-SageOx-Interval), e.g. 5m")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    return p
+
+
+def read_key_file(path: str) -> list[str]:
+    """Keys in ``path``: one a line, blank lines and ``#`` comments ignored."""
+    with open(path, encoding="utf-8") as f:
+        return [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The Config the command line asks for; ValueError or OSError when it cannot be built."""
+    from .storage import default_url
+
+    keys = list(args.write_key)
+    if args.write_key_file:
+        keys += read_key_file(args.write_key_file)
+        if not keys:
+            raise ValueError(f"{args.write_key_file} holds no write key")
+    if any(not k.strip() for k in keys):
+        raise ValueError("a write key must not be empty")
+    if args.read_token is not None and not args.read_token.strip():
+        raise ValueError("the read token must not be empty")
+    if args.daemon_interval is not None and not _GO_DURATION.fullmatch(args.daemon_interval):
+        raise ValueError(f"--daemon-interval {args.daemon_interval!r} is not a Go duration such as 90s, 5m or 1h30m")
+    for name in ("rate", "key_rate"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+    for name in ("burst", "key_burst"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    return Config(
+        db_url=args.db or default_url(),
+        write_keys=frozenset(k.strip() for k in keys),
+        read_token=args.read_token,
+        address_rate=args.rate, address_burst=args.burst,
+        key_rate=args.key_rate, key_burst=args.key_burst,
+        max_pending=args.max_pending,
+        daemon_interval=args.daemon_interval,
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Run the collector until interrupted; the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvicorn
+
+        from .app import Collector, create_app
+        from .storage import StorageError, open_storage
+    except ImportError as exc:
+        print(f"ox-telemetry serve: {exc.name} is missing; install the collector with "
+              "pip install 'ox-telemetry[server]'", file=sys.stderr)
+        return 2
+    try:
+        config = config_from_args(args)
+        storage = open_storage(config.db_url)
+    except (ValueError, OSError, StorageError) as exc:
+        print(f"ox-telemetry serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sock = socket.create_server((args.host, args.port), family=_family(args.host), backlog=2048)
+    except OSError as exc:
+        storage.close()
+        print(f"ox-telemetry serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    collector = Collector(config, storage)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"ox-telemetry collector listening on http://{shown}:{port} (store: {storage.describe()})", flush=True)
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(collector), log_level=args.log_level, access_log=args.access_log,
+        proxy_headers=False, server_header=False, timeout_graceful_shutdown=10,
+    ))
+    server.run(sockets=[sock])
+    return 0
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -1,0 +1,225 @@
+"""Turning request bodies into rows: validation per the contract, limits, clock-skew correction.
+
+A body that cannot be read as a Batch (or daemon upload) at all is a
+RequestError (400/413). Inside a readable body each event stands alone: a bad
+one is listed in ``rejected`` with its index and reason, the rest are stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from .._time import parse_rfc3339
+from ..wire import Batch, Event
+from .errors import RequestError
+from .histogram import duration_bin
+from .storage import Row
+from .storage.rollup import COMMAND_TYPES
+
+MAX_EVENTS = 1000
+MAX_EVENT_BYTES = 32 * 1024
+MAX_KEY = 128  # event_id, uuid and clientid: ids, not documents
+FUTURE_SLACK_US = 60 * 1_000_000
+PAST_LIMIT_US = 30 * 86400 * 1_000_000
+_INT64 = 2**63
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NUL = b"\\u0000"  # how orjson writes U+0000; PostgreSQL text cannot hold it
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One event left out of a batch: its index, a metrics code and a readable reason."""
+
+    index: int
+    code: str
+    reason: str
+
+
+@dataclass
+class Parsed:
+    """The rows to store for one request and the events refused."""
+
+    client_rows: list[Row] = field(default_factory=list)
+    daemon_rows: list[Row] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class _Reject(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def micros(dt: datetime) -> int:
+    """An aware datetime as integer microseconds since the Unix epoch."""
+    delta = dt - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _load_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RequestError(400, "invalid_body", f"body must be a JSON object ({what})")
+    return data
+
+
+def _event_list(data: dict[str, Any]) -> list[Any]:
+    events = data.get("events")
+    if events is None:
+        return []
+    if not isinstance(events, list):
+        raise RequestError(400, "invalid_body", "field 'events' must be a list")
+    if len(events) > MAX_EVENTS:
+        raise RequestError(
+            413, "too_many_events", f"batch has {len(events)} events; at most {MAX_EVENTS} are accepted at once"
+        )
+    return events
+
+
+def _check_size(item: object) -> None:
+    try:
+        encoded = orjson.dumps(item)
+    except TypeError as exc:  # pragma: no cover - parsed JSON always encodes
+        raise _Reject("invalid_event", str(exc)) from None
+    if len(encoded) > MAX_EVENT_BYTES:
+        raise _Reject("event_too_large", f"event is {len(encoded)} bytes; at most {MAX_EVENT_BYTES} are accepted")
+    if _NUL in encoded:
+        raise _Reject("nul_character", "event contains a NUL character (\\u0000)")
+
+
+def _check_key(value: str, name: str) -> str | None:
+    if len(value) > MAX_KEY:
+        raise _Reject("invalid_event", f"field {name!r} is longer than {MAX_KEY} characters")
+    return value or None
+
+
+def _check_int(value: int, name: str) -> int:
+    if not -_INT64 <= value < _INT64:
+        raise _Reject("invalid_event", f"field {name!r} is out of the 64-bit integer range")
+    return value
+
+
+def _times(client_us: int | None, skew_us: int, received_us: int) -> tuple[int, str | None]:
+    """(time to store as the event's time, flag) for a client time already in microseconds."""
+    if client_us is None:
+        return received_us, "missing"
+    corrected = client_us + skew_us
+    if corrected > received_us + FUTURE_SLACK_US:
+        return corrected, "future"
+    if corrected < received_us - PAST_LIMIT_US:
+        return corrected, "past"
+    return corrected, None
+
+
+def _given_time(stamp: datetime | None) -> int | None:
+    # Go's zero time (year 1) means "not set".
+    return None if stamp is None or stamp.year <= 1 else micros(stamp)
+
+
+def client_batch(body: bytes, received_us: int) -> Parsed:
+    """Validate a Batch body (``POST /api/v1/telemetry``) into event rows."""
+    data = _load_object(body, "a Batch")
+    events = _event_list(data)
+    stamp = data.get("batch_timestamp")
+    if isinstance(stamp, str):
+        try:
+            parse_rfc3339(stamp)
+        except ValueError as exc:
+            raise RequestError(400, "invalid_body", f"field 'batch_timestamp': {exc}") from None
+    try:
+        envelope = Batch.from_dict({k: data.get(k) for k in ("cli_version", "os", "arch", "batch_timestamp")})
+    except ValueError as exc:
+        raise RequestError(400, "invalid_body", str(exc)) from None
+    batch_us = _given_time(envelope.timestamp)
+    # The client's clock may be off: shift its times by how far its batch time is from ours.
+    skew_us = 0 if batch_us is None else received_us - batch_us
+    parsed = Parsed()
+    for index, item in enumerate(events):
+        try:
+            parsed.client_rows.append(_client_row(item, envelope, skew_us, received_us))
+        except _Reject as exc:
+            parsed.rejected.append(Rejection(index, exc.code, exc.reason))
+    return parsed
+
+
+def _client_row(item: Any, envelope: Batch, skew_us: int, received_us: int) -> Row:
+    _check_size(item)
+    try:
+        event = Event.from_dict(item)
+    except ValueError as exc:
+        reason = str(exc)
+        if "field" not in reason and "event must" not in reason:
+            reason = f"field 'timestamp': {reason}"  # the one error from_dict does not name a field in
+        raise _Reject("invalid_event", reason) from None
+    client_us = _given_time(event.timestamp)
+    event_us, flag = _times(client_us, skew_us, received_us)
+    duration = _check_int(event.duration_ms, "duration_ms")
+    is_run = event.type in COMMAND_TYPES and duration > 0
+    # Same order as schema.CLIENT_COLUMNS.
+    return (
+        _check_key(event.event_id, "event_id"), client_us, event.type, event_us, received_us, flag,
+        event.session_id, event.agent_id, event.command, duration, event.success, event.error_code,
+        orjson.dumps(event.metadata).decode() if event.metadata else None,
+        event.repo_id, event.api_endpoint, event.path, event.agent_type, event.model, event.oxsid,
+        _check_int(event.prime_call_count, "prime_call_count"), event.coworker_name, event.coworker_model,
+        envelope.cli_version, envelope.os, envelope.arch, duration_bin(duration) if is_run else None,
+    )
+
+
+def daemon_upload(body: bytes, received_us: int) -> Parsed:
+    """Validate a daemon upload (``POST /tevents``) into daemon event rows."""
+    data = _load_object(body, "a daemon upload")
+    client_id = data.get("clientid")
+    if not isinstance(client_id, str) or not client_id:
+        raise RequestError(400, "invalid_body", "field 'clientid' must be a non-empty string")
+    if len(client_id) > MAX_KEY:
+        raise RequestError(400, "invalid_body", f"field 'clientid' is longer than {MAX_KEY} characters")
+    events = _event_list(data)
+    parsed = Parsed()
+    for index, item in enumerate(events):
+        try:
+            parsed.daemon_rows.append(_daemon_row(item, client_id, received_us))
+        except _Reject as exc:
+            parsed.rejected.append(Rejection(index, exc.code, exc.reason))
+    return parsed
+
+
+def _daemon_field(item: dict[str, Any], name: str, kind: type, what: str) -> Any:
+    value = item.get(name)
+    # bool is an int in Python, never in JSON.
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise _Reject("invalid_event", f"field {name!r} must be {what}")
+    return value
+
+
+def _daemon_row(item: Any, client_id: str, received_us: int) -> Row:
+    _check_size(item)
+    if not isinstance(item, dict):
+        raise _Reject("invalid_event", "event must be a JSON object")
+    uuid = _daemon_field(item, "uuid", str, "a string")
+    name = _daemon_field(item, "event", str, "a string")
+    if not name:
+        raise _Reject("invalid_event", "field 'event' is missing or empty")
+    ts = _daemon_field(item, "ts", int, "an integer (Unix milliseconds)")
+    tslocal = _daemon_field(item, "tslocal", str, "a string")
+    if tslocal is not None:
+        try:
+            parse_rfc3339(tslocal)
+        except ValueError as exc:
+            raise _Reject("invalid_event", f"field 'tslocal': {exc}") from None
+    props = _daemon_field(item, "props", dict, "an object")
+    client_us = _check_int(ts * 1000, "ts") if ts else None
+    event_us, flag = _times(client_us, 0, received_us)  # an upload carries no send time to correct by
+    # Same order as schema.DAEMON_COLUMNS.
+    return (
+        _check_key(uuid or "", "uuid"), client_us, client_id, name, event_us, received_us, flag,
+        tslocal, orjson.dumps(props).decode() if props else None,
+    )

@@ -1,0 +1,191 @@
+"""The OpenAPI 3.1 description served at ``/openapi.json``: every endpoint, its bodies and answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .body import MAX_BODY
+from .ingest import MAX_EVENT_BYTES, MAX_EVENTS, MAX_KEY
+
+_TEXT = {"type": "string"}
+_COUNT = {"type": "integer", "minimum": 0}
+_RFC3339 = {"type": "string", "format": "date-time"}
+
+EVENT = {
+    "type": "object",
+    "description": f"A client event (CONTRACT.md section 2). At most {MAX_EVENT_BYTES} bytes as JSON; unknown keys "
+    "are ignored.",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "minLength": 1, "examples": ["command_complete"]},
+        "timestamp": _RFC3339,
+        "session_id": _TEXT, "agent_id": _TEXT, "command": _TEXT,
+        "duration_ms": {"type": "integer"},
+        "success": {"type": "boolean"},
+        "error_code": _TEXT,
+        "metadata": {"type": "object", "additionalProperties": _TEXT},
+        "repo_id": _TEXT, "api_endpoint": _TEXT, "path": _TEXT, "agent_type": _TEXT, "model": _TEXT,
+        "oxsid": _TEXT,
+        "prime_call_count": {"type": "integer"},
+        "coworker_name": _TEXT, "coworker_model": _TEXT,
+        "event_id": {"type": "string", "maxLength": MAX_KEY, "description": "Unique id; a repeat is stored once."},
+    },
+}
+BATCH = {
+    "type": "object",
+    "description": "What a CLI posts: events plus where they came from.",
+    "properties": {
+        "events": {"type": "array", "items": EVENT, "maxItems": MAX_EVENTS},
+        "cli_version": _TEXT, "os": _TEXT, "arch": _TEXT,
+        "batch_timestamp": {**_RFC3339, "description": "Send time on the client's clock; corrects its skew."},
+    },
+}
+DAEMON_EVENT = {
+    "type": "object",
+    "required": ["event"],
+    "properties": {
+        "uuid": {"type": "string", "maxLength": MAX_KEY, "description": "Unique id; a repeat is stored once."},
+        "ts": {"type": "integer", "description": "Unix milliseconds."},
+        "tslocal": _RFC3339,
+        "event": {"type": "string", "minLength": 1},
+        "props": {"type": "object"},
+    },
+}
+DAEMON_UPLOAD = {
+    "type": "object",
+    "required": ["clientid"],
+    "properties": {
+        "clientid": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+        "events": {"type": "array", "items": DAEMON_EVENT, "maxItems": MAX_EVENTS},
+    },
+}
+ERROR = {
+    "type": "object",
+    "required": ["error", "code"],
+    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+}
+INGEST_RESULT = {
+    "type": "object",
+    "required": ["accepted", "duplicates", "rejected"],
+    "properties": {
+        "accepted": {**_COUNT, "description": "Events stored, now or by an earlier request (duplicates)."},
+        "duplicates": {**_COUNT, "description": "Accepted events that were already stored."},
+        "rejected": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "reason", "code"],
+                "properties": {"index": _COUNT, "reason": _TEXT, "code": _TEXT},
+            },
+        },
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+_RETRY = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}}
+_ERR = {"$ref": "#/components/schemas/Error"}
+
+
+def _ingest(summary: str, body: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    ok_headers = extra or {}
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{}, {"writeKey": []}, {"writeKeyHeader": []}],
+            "parameters": [{
+                "name": "Content-Encoding", "in": "header", "required": False,
+                "schema": {"type": "string", "enum": ["gzip", "identity"]},
+            }],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+            },
+            "responses": {
+                "200": _json({"$ref": "#/components/schemas/IngestResult"},
+                             "Committed. Events that failed validation are listed in `rejected`.", ok_headers),
+                "400": _json(_ERR, "The body is not a readable message (the error names the problem)."),
+                "401": _json(_ERR, "Write keys are configured and none was given, or it is unknown."),
+                "413": _json(_ERR, f"Body over {MAX_BODY} bytes, over 20 MiB gunzipped, or over "
+                                   f"{MAX_EVENTS} events."),
+                "415": _json(_ERR, "Unsupported Content-Encoding."),
+                "429": _json(_ERR, "Rate limited, per write key or per address.", _RETRY),
+                "503": _json(_ERR, "Overloaded or the store is unavailable.", _RETRY),
+            },
+        }
+    }
+
+
+def _read(summary: str, content: dict[str, Any], parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{}, {"readToken": []}, {"readTokenCookie": []}],
+        "responses": {
+            "200": {"description": "OK", "content": content},
+            "401": _json(_ERR, "A read token is configured and none was given, or it is wrong."),
+        },
+    }
+    if parameters:
+        op["parameters"] = parameters
+        op["responses"]["400"] = _json(_ERR, "A query parameter is invalid.")
+    return {"get": op}
+
+
+_TIME_PARAM = {"type": "string", "description": "RFC 3339 time or Unix milliseconds."}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "ox-telemetry collector",
+        "version": "1",
+        "description": "Receives CLI and daemon telemetry, stores it, and serves a dashboard. Write keys go in "
+        "`Authorization: Bearer <key>` or `X-Ox-Write-Key`; the read token in `Authorization: Bearer <token>`, "
+        "the `token` query parameter or the `ox_read_token` cookie.",
+    },
+    "paths": {
+        "/api/v1/telemetry": _ingest("Ingest a client Batch (plain or gzip JSON).", "Batch"),
+        "/tevents": _ingest(
+            "Ingest a daemon upload (plain or gzip JSON).", "DaemonUpload",
+            {"X-SageOx-Interval": {"schema": {"type": "string"}, "description": "The daemon's send interval."}},
+        ),
+        "/healthz": {"get": {
+            "summary": "Liveness and store health.",
+            "responses": {
+                "200": _json({"type": "object"}, "Serving."),
+                "503": _json(_ERR, "The writer or the store is down."),
+            },
+        }},
+        "/metrics": _read("Prometheus metrics.", {"text/plain": {"schema": {"type": "string"}}}),
+        "/openapi.json": {"get": {
+            "summary": "This document.",
+            "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+        }},
+        "/api/v1/stats": _read(
+            "Dashboard data for a time range (default: the last 24 hours).",
+            {"application/json": {"schema": {"type": "object"}}},
+            [
+                {"name": "from", "in": "query", "required": False, "schema": _TIME_PARAM},
+                {"name": "to", "in": "query", "required": False, "schema": _TIME_PARAM},
+            ],
+        ),
+        "/": _read("The dashboard page.", {"text/html": {"schema": {"type": "string"}}}),
+    },
+    "components": {
+        "schemas": {
+            "Event": EVENT, "Batch": BATCH, "DaemonEvent": DAEMON_EVENT, "DaemonUpload": DAEMON_UPLOAD,
+            "Error": ERROR, "IngestResult": INGEST_RESULT,
+        },
+        "securitySchemes": {
+            "writeKey": {"type": "http", "scheme": "bearer"},
+            "writeKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Ox-Write-Key"},
+            "readToken": {"type": "http", "scheme": "bearer"},
+            "readTokenCookie": {"type": "apiKey", "in": "cookie", "name": "ox_read_token"},
+        },
+    },
+}

@@ -1,0 +1,187 @@
+"""PostgreSQL storage (psycopg 3): several collector processes, on several machines, may share one store.
+
+A write copies the rows into session-local staging tables (``COPY``, the
+fastest way in), moves them into the event tables with one statement that
+skips stored ones and returns which were new, and adds exactly those to the
+rollups, all in one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors
+
+from .base import ConnectionPool, Row, Storage, StorageError, StoreUnavailable, WriteJob, stored_rows
+from .rollup import aggregate, upsert_rollup
+from .schema import (
+    CLIENT_COLUMNS,
+    CLIENT_NAMES,
+    DAEMON_COLUMNS,
+    DAEMON_NAMES,
+    LEVEL_NAMES,
+    LEVELS,
+    SchemaTooNew,
+    pending_migrations,
+)
+
+# Any constant: it serialises schema migrations of collectors starting together.
+_MIGRATION_LOCK = 0x6F78_7465_6C65
+_RETRIES = 5  # deadlocks between collectors updating the same rollup rows are retried
+_STAGING_TYPES = {"bool": "BOOLEAN", "time": "BIGINT", "time?": "BIGINT", "int": "BIGINT", "small?": "SMALLINT"}
+
+
+def _staging(name: str, columns: tuple[tuple[str, str], ...]) -> str:
+    cols = ", ".join(f"{col} {_STAGING_TYPES.get(kind, 'TEXT')}" for col, kind in columns)
+    return f"CREATE TEMP TABLE IF NOT EXISTS {name} ({cols}) ON COMMIT DELETE ROWS"
+
+
+def _move(table: str, staging: str, columns: tuple[tuple[str, str], ...]) -> str:
+    names = [name for name, _ in columns]
+    select = ", ".join(f"{n}::jsonb" if kind == "json?" else n for n, kind in columns)
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM {staging} "
+        f"ON CONFLICT DO NOTHING RETURNING coalesce(client_time, 0), {names[0]}"
+    )
+
+
+_CREATE_STAGING = (_staging("staging_events", CLIENT_COLUMNS), _staging("staging_daemon", DAEMON_COLUMNS))
+# (daemon?, COPY into staging, move into the table returning the new keys)
+_STEPS = (
+    (False, f"COPY staging_events ({', '.join(CLIENT_NAMES)}) FROM STDIN",
+     _move("events", "staging_events", CLIENT_COLUMNS)),
+    (True, f"COPY staging_daemon ({', '.join(DAEMON_NAMES)}) FROM STDIN",
+     _move("daemon_events", "staging_daemon", DAEMON_COLUMNS)),
+)
+# Each rollup table gets all its rows in one statement, as arrays (one round trip, not one a row).
+_UPSERTS = {
+    level: upsert_rollup(
+        LEVEL_NAMES[level],
+        "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::bigint[])",
+        "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::bigint[])",
+    )
+    for level in LEVELS
+}
+_PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresStorage(Storage):
+    """Events in a PostgreSQL database (the schema is created and migrated here)."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._writer: psycopg.Connection[Any] | None = None
+        try:
+            self._migrate()
+        except (psycopg.Error, SchemaTooNew) as exc:
+            raise StorageError(f"cannot open PostgreSQL database {redact(url)}: {exc}") from exc
+        self._readers: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(self._connect, _close)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+
+    def _migrate(self) -> None:
+        with self._connect() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = int(row[0] or 0) if row else 0
+            for version, statements in pending_migrations("postgres", current):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("DELETE FROM schema_version")
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+
+    def _writer_connection(self) -> psycopg.Connection[Any]:
+        if self._writer is None or self._writer.closed or self._writer.broken:
+            if self._writer is not None:
+                self._writer.close()
+            self._writer = self._connect()
+            for statement in _CREATE_STAGING:
+                self._writer.execute(statement)
+        return self._writer
+
+    def write(self, jobs: Sequence[WriteJob]) -> list[int]:
+        """See :meth:`Storage.write`."""
+        for attempt in range(_RETRIES):
+            try:
+                return self._write_once(jobs)
+            except (errors.DeadlockDetected, errors.SerializationFailure):
+                if attempt == _RETRIES - 1:
+                    raise StorageError("PostgreSQL write failed: repeated deadlocks") from None
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
+            except psycopg.Error as exc:
+                raise StorageError(f"PostgreSQL write failed: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write_once(self, jobs: Sequence[WriteJob]) -> list[int]:
+        conn = self._writer_connection()
+        stored = [0] * len(jobs)
+        new_rows: list[list[Row]] = []
+        with conn.transaction(), conn.cursor() as cur:
+            for daemon, copy_statement, move in _STEPS:
+                rows = [row for job in jobs for row in (job.daemon_rows if daemon else job.client_rows)]
+                if not rows:
+                    new_rows.append([])
+                    continue
+                with cur.copy(copy_statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                keys = cur.execute(move).fetchall()
+                # Rows without an id are always new; others are new when their key came back.
+                new_keys = None if len(keys) == len(rows) else {(t, k) for t, k in keys if k is not None}
+                counts, kept = stored_rows(jobs, daemon, new_keys)
+                stored = [a + b for a, b in zip(stored, counts, strict=True)]
+                new_rows.append(kept)
+            with conn.pipeline():
+                for level, (count_rows, duration_rows) in aggregate(new_rows[0], new_rows[1]).rows().items():
+                    counts_sql, durations_sql = _UPSERTS[level]
+                    if count_rows:
+                        cur.execute(counts_sql, _columns(count_rows))
+                    if duration_rows:
+                        cur.execute(durations_sql, _columns(duration_rows))
+        return stored
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """See :meth:`Storage.query`."""
+        try:
+            with self._readers.connection() as conn:
+                rows: list[Row] = conn.execute(_PLACEHOLDER.sub(r"%(\1)s", sql), dict(params or {})).fetchall()
+                return rows
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL query failed: {exc}") from exc
+
+    def close(self) -> None:
+        """See :meth:`Storage.close`."""
+        self._readers.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    def describe(self) -> str:
+        """See :meth:`Storage.describe`."""
+        return redact(self.url)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as one list per column: the arrays ``unnest`` takes."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _close(conn: psycopg.Connection[Any]) -> None:
+    conn.close()

@@ -1,0 +1,145 @@
+"""The stored tables, written once for both dialects, and the migrations that create them.
+
+Times are integers: microseconds since the Unix epoch (UTC) for events, and
+seconds for rollup buckets. Rollup tables hold pre-aggregated counts at three
+granularities (minute, hour, day) so the dashboard never scans the events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+Dialect = Literal["sqlite", "postgres"]
+
+#: Rollup granularities in seconds, finest first; table suffixes below.
+LEVELS: tuple[int, ...] = (60, 3600, 86400)
+LEVEL_NAMES: dict[int, str] = {60: "1m", 3600: "1h", 86400: "1d"}
+
+# Logical column kinds -> (SQLite type, PostgreSQL type).
+_TYPES: dict[str, tuple[str, str]] = {
+    "key": ("TEXT", "TEXT"),  # unique id sent by the producer; NULL when it sent none
+    "text": ("TEXT NOT NULL", "TEXT NOT NULL"),
+    "text?": ("TEXT", "TEXT"),
+    "time": ("INTEGER NOT NULL", "BIGINT NOT NULL"),
+    "time?": ("INTEGER", "BIGINT"),
+    "int": ("INTEGER NOT NULL", "BIGINT NOT NULL"),
+    "bool": ("INTEGER NOT NULL", "BOOLEAN NOT NULL"),
+    "json?": ("TEXT", "JSONB"),
+    "small?": ("INTEGER", "SMALLINT"),
+}
+
+#: Client events (a Batch's events plus the batch fields), in row-tuple order.
+CLIENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "key"),
+    ("client_time", "time?"),  # as the client sent it; NULL when absent or Go's zero time
+    ("type", "text"),
+    ("event_time", "time"),  # client time corrected for clock skew
+    ("received_at", "time"),
+    ("time_flag", "text?"),  # NULL, 'future', 'past' or 'missing'
+    ("session_id", "text"),
+    ("agent_id", "text"),
+    ("command", "text"),
+    ("duration_ms", "int"),
+    ("success", "bool"),
+    ("error_code", "text"),
+    ("metadata", "json?"),
+    ("repo_id", "text"),
+    ("api_endpoint", "text"),
+    ("path", "text"),
+    ("agent_type", "text"),
+    ("model", "text"),
+    ("oxsid", "text"),
+    ("prime_call_count", "int"),
+    ("coworker_name", "text"),
+    ("coworker_model", "text"),
+    ("cli_version", "text"),
+    ("os", "text"),
+    ("arch", "text"),
+    ("duration_bin", "small?"),  # histogram bin of duration_ms for command runs (see stats.duration_bin)
+)
+
+#: Daemon events (one element of a daemon upload's ``events`` plus its ``clientid``).
+DAEMON_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("uuid", "key"),
+    ("client_time", "time?"),
+    ("client_id", "text"),
+    ("event", "text"),
+    ("event_time", "time"),
+    ("received_at", "time"),
+    ("time_flag", "text?"),
+    ("tslocal", "text?"),
+    ("props", "json?"),
+)
+
+CLIENT_NAMES = tuple(name for name, _ in CLIENT_COLUMNS)
+DAEMON_NAMES = tuple(name for name, _ in DAEMON_COLUMNS)
+
+
+def dedup_key(row: tuple[object, ...]) -> tuple[object, object] | None:
+    """A row's identity for duplicate detection, (own time or 0, id), as the unique index has it.
+
+    Both tables start with (id, client_time). None for rows without an id: they are never duplicates.
+    """
+    return None if row[0] is None else (row[1] or 0, row[0])
+
+
+def _table(dialect: Dialect, name: str, key: str, columns: tuple[tuple[str, str], ...]) -> list[str]:
+    index = 0 if dialect == "sqlite" else 1
+    ident = "INTEGER PRIMARY KEY" if dialect == "sqlite" else "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+    body = ",\n  ".join([f"id {ident}"] + [f"{col} {_TYPES[kind][index]}" for col, kind in columns])
+    return [
+        f"CREATE TABLE {name} (\n  {body}\n)",
+        # Duplicates are refused here, at insert. A redelivery repeats the event's own time as well as its
+        # id; leading with that time keeps inserts near the index's right edge, where random ids alone
+        # would dirty a page per event (about four times slower). NULL ids (producers without) never collide.
+        f"CREATE UNIQUE INDEX {name}_{key} ON {name} ((coalesce(client_time, 0)), {key})",
+    ]
+
+
+def _rollups(dialect: Dialect) -> list[str]:
+    big = "INTEGER" if dialect == "sqlite" else "BIGINT"
+    tail = " WITHOUT ROWID" if dialect == "sqlite" else ""
+    out = []
+    for level in LEVELS:
+        suffix = LEVEL_NAMES[level]
+        out.append(
+            f"CREATE TABLE rollup_{suffix} (dim TEXT NOT NULL, bucket {big} NOT NULL, value TEXT NOT NULL, "
+            f"n {big} NOT NULL, errors {big} NOT NULL, PRIMARY KEY (dim, bucket, value)){tail}"
+        )
+        out.append(
+            f"CREATE TABLE durations_{suffix} (bucket {big} NOT NULL, command TEXT NOT NULL, bin INTEGER NOT NULL, "
+            f"n {big} NOT NULL, PRIMARY KEY (bucket, command, bin)){tail}"
+        )
+    return out
+
+
+def _v1(dialect: Dialect) -> list[str]:
+    return (
+        _table(dialect, "events", "event_id", CLIENT_COLUMNS)
+        + _table(dialect, "daemon_events", "uuid", DAEMON_COLUMNS)
+        + _rollups(dialect)
+    )
+
+
+#: Migration n (1-based) brings a store from version n-1 to n.
+MIGRATIONS: tuple[Callable[[Dialect], list[str]], ...] = (_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """The store was migrated by a newer collector."""
+
+
+def pending_migrations(dialect: Dialect, current: int) -> list[tuple[int, list[str]]]:
+    """Statements to run, per target version, to bring a store at ``current`` up to date.
+
+    Raises SchemaTooNew for a store written by a newer collector: running old
+    code against a newer schema could corrupt it.
+    """
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the database schema is version {current}, newer than this collector's {SCHEMA_VERSION}; "
+            "upgrade ox-telemetry"
+        )
+    return [(version, MIGRATIONS[version - 1](dialect)) for version in range(current + 1, SCHEMA_VERSION + 1)]
