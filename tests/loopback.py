@@ -34,7 +34,7 @@ class Request:
 class Endpoint:
     """Answers POSTs as told: ``status``, extra ``headers``, a ``delay``, or ``hang`` until closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.status = 200
         self.headers: dict[str, str] = {}
         self.reply = b'{"ok":true}'
@@ -75,7 +75,7 @@ class Endpoint:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

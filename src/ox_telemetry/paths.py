@@ -88,3 +88,18 @@ def client_id_path() -> str:
 def ratelimit_path() -> str:
     """The daemon-start-failure report rate limit file."""
     return os.path.join(user_config_dir(), "daemon_failure_ratelimit.json")
+
+
+def daemon_pid_path() -> str:
+    """The delivery daemon's pid file (also its one-per-user lock) in the user state dir."""
+    return os.path.join(user_state_dir(), "daemon.pid")
+
+
+def daemon_spool_dir() -> str:
+    """The delivery daemon's disk spool: segment files of received events, oldest first."""
+    return os.path.join(user_state_dir(), "daemon-spool")
+
+
+def daemon_log_path() -> str:
+    """Where a detached daemon (``ox-telemetry daemon start``) writes its log."""
+    return os.path.join(user_state_dir(), "daemon.log")

@@ -1,0 +1,302 @@
+"""The daemon's asyncio Unix-socket server and its counters.
+
+Ingest is the hot path (tens of thousands of one-way ``telemetry`` lines a
+second): each read chunk is split into lines here, every good event line is
+turned into a spool line around the received bytes, and the chunk's events
+go to the spool in one ``write`` before they count as received. Requests
+(``ping``, ``status``, ``stop``, ``flush``, ``flush_queue``) are answered one
+line each; a request after events in the same chunk sees them spooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+from typing import Any
+
+from .. import __version__
+from ..delivery import Delivery
+from ..queue import JsonlQueue
+from ..transport import UrllibTransport
+from . import APP_TYPE
+from .protocol import (
+    ProtocolError,
+    Request,
+    Stamp,
+    answer,
+    decode,
+    own_event_line,
+    parse_request,
+    spool_line,
+    telemetry_error,
+)
+from .settings import Settings
+from .spool import Spool
+from .upload import Uploader
+
+log = logging.getLogger("ox_telemetry.daemon")
+_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a Unix socket (``SO_PEERCRED``); None where unsupported."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    _pid, uid, _gid = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _CREDS.size))
+    return int(uid)
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: buffers partial lines, hands complete ones to the daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.last_active = time.monotonic()
+        self.waiting = 0  # answers still to come (a flush in progress is not idleness)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        daemon = self.daemon
+        sock = transport.get_extra_info("socket")
+        try:
+            uid = peer_uid(sock) if sock is not None else None
+        except OSError:
+            uid = -1
+        if uid is not None and uid != os.geteuid():
+            log.warning("closed a connection from uid %s", uid)
+            transport.abort()
+            return
+        if len(daemon.connections) >= daemon.settings.max_connections:
+            log.debug("connection refused: %d connections open", len(daemon.connections))
+            transport.write(answer(False, f"too many connections (limit {daemon.settings.max_connections})"))
+            transport.close()
+            return
+        daemon.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.daemon.connections.discard(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        if self.buffer:
+            data = self.buffer + data
+        end = data.rfind(b"\n")
+        if end < 0:
+            self.buffer = data
+            self._check_partial()
+            return
+        self.buffer = data[end + 1 :]
+        self.daemon.handle_chunk(data[:end], self)
+        self._check_partial()
+
+    def _check_partial(self) -> None:
+        limit = self.daemon.settings.max_line
+        if len(self.buffer) > limit and self.transport is not None:
+            log.debug("closed a connection: line longer than %d bytes", limit)
+            self.buffer = b""
+            self.reply(answer(False, f"line longer than {limit} bytes"))
+            self.transport.close()
+
+    def reply(self, line: bytes) -> None:
+        """Write one answer line, if the connection is still open."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(line)
+
+
+class Daemon:
+    """The running daemon: socket server, spool, uploader and queue hand-offs."""
+
+    def __init__(self, settings: Settings, socket_path: str, spool: Spool, uploader: Uploader, clientid: str) -> None:
+        self.settings = settings
+        self.socket_path = socket_path
+        self.spool = spool
+        self.uploader = uploader
+        self.clientid = clientid
+        self.connections: set[Connection] = set()
+        self.received = 0
+        self.dropped: dict[str, int] = {"invalid": 0, "disk": 0}
+        self.started = time.monotonic()
+        self._stop_requested: asyncio.Event | None = None
+        self._queue_workers: dict[str, threading.Thread] = {}
+        self._threads_stop = threading.Event()  # ends the hand-off deliveries' waits
+
+    # -- ingest ------------------------------------------------------------------
+
+    def handle_chunk(self, data: bytes, conn: Connection) -> None:
+        """Act on the complete lines in ``data`` (newline-separated, without the last newline)."""
+        stamp = Stamp()
+        events: list[bytes] = []
+        limit = self.settings.max_line
+        for line in data.split(b"\n"):
+            if not line or line.isspace():
+                continue
+            if len(line) > limit:
+                conn.reply(answer(False, f"line longer than {limit} bytes"))
+                continue
+            try:
+                message = decode(line)
+            except ProtocolError as exc:
+                log.debug("bad line: %s", exc)
+                conn.reply(answer(False, str(exc)))
+                continue
+            if type(message) is dict and message.get("type") == "telemetry":
+                error = telemetry_error(message)
+                if error is None:
+                    events.append(spool_line(line, stamp))
+                else:  # one-way: the sender does not read; logged and counted
+                    log.debug("dropped a telemetry message: %s", error)
+                    self.dropped["invalid"] += 1
+                continue
+            self._spool(events)  # a request sees the events before it
+            events = []
+            try:
+                request = parse_request(message)
+            except ProtocolError as exc:
+                log.debug("bad request: %s", exc)
+                conn.reply(answer(False, str(exc)))
+                continue
+            self._handle_request(request, conn)
+        self._spool(events)
+
+    def _spool(self, events: list[bytes]) -> None:
+        if not events:
+            return
+        try:
+            self.spool.append(events)
+        except OSError as exc:
+            log.warning("could not spool %d events: %s", len(events), exc)
+            self.dropped["disk"] += len(events)
+            return
+        self.received += len(events)
+        self.uploader.notify()
+
+    def add_own_event(self, event: str) -> None:
+        """Spool an event of the daemon's own (counted as received like any other)."""
+        self._spool([own_event_line(event, self._own_props())])
+
+    @staticmethod
+    def _own_props() -> dict[str, Any]:
+        from ..wire import host_arch, host_os
+
+        return {"app_type": APP_TYPE, "app_version": __version__, "os": host_os(), "arch": host_arch()}
+
+    # -- requests ------------------------------------------------------------------
+
+    def _handle_request(self, request: Request, conn: Connection) -> None:
+        kind = request.type
+        if kind == "ping":
+            conn.reply(answer(True, data={"pid": os.getpid(), "version": __version__}))
+        elif kind == "status":
+            conn.reply(answer(True, data=self.status()))
+        elif kind == "stop":
+            conn.reply(answer(True))
+            self.request_stop()
+        elif kind == "flush":
+            conn.waiting += 1
+            asyncio.get_running_loop().create_task(self._flush(conn))
+        elif kind == "flush_queue":
+            self._hand_off(request.payload)
+            conn.reply(answer(True))
+
+    async def _flush(self, conn: Connection) -> None:
+        try:
+            if self._stop_requested is not None and self._stop_requested.is_set():
+                conn.reply(answer(False, "daemon is stopping"))
+                return
+            empty = await self.uploader.send()
+            data = {k: v for k, v in self.status().items() if k in ("received", "delivered", "spooled", "dropped")}
+            conn.reply(answer(empty, None if empty else self.uploader.last_error or "not delivered", data))
+        finally:
+            conn.waiting -= 1
+
+    def _hand_off(self, payload: dict[str, Any]) -> None:
+        path = payload["queue_path"]
+        worker = self._queue_workers.get(path)
+        if worker is not None and worker.is_alive():
+            return  # that queue is being sent; the new events will be claimed by that run
+        delivery = Delivery(
+            JsonlQueue(path), UrllibTransport(), payload["url"], str(payload.get("cli_version", "")),
+            wait=self._threads_stop.wait,
+        )
+
+        def run() -> None:
+            try:
+                log.debug("queue %s: %s", path, delivery.run())
+            except Exception as exc:  # a bad queue must not end the daemon
+                log.warning("sending queue %s failed: %r", path, exc)
+
+        worker = threading.Thread(target=run, name="ox-telemetry-queue", daemon=True)
+        self._queue_workers = {p: t for p, t in self._queue_workers.items() if t.is_alive()}
+        self._queue_workers[path] = worker
+        worker.start()
+
+    def status(self) -> dict[str, Any]:
+        """The ``status`` answer's data."""
+        dropped = {**self.dropped, **self.uploader.dropped, "spool_full": self.spool.dropped}
+        return {
+            "pid": os.getpid(), "version": __version__, "uptime_s": round(time.monotonic() - self.started, 3),
+            "socket": self.socket_path, "client_id": self.clientid,
+            **self.uploader.status(),
+            "received": self.received, "spooled": self.spool.pending, "dropped": dropped,
+            "connections": len(self.connections),
+            "queues_in_flight": sum(1 for t in self._queue_workers.values() if t.is_alive()),
+        }
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin a clean shutdown (``stop`` message, SIGTERM, SIGINT)."""
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def serve(self, sock: socket.socket) -> None:
+        """Serve on the bound, listening ``sock`` until asked to stop; then send what it can and return."""
+        loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        server = await loop.create_unix_server(lambda: Connection(self), sock=sock)
+        self.add_own_event("app:startup")
+        sender = loop.create_task(self.uploader.run())
+        sweeper = loop.create_task(self._close_idle())
+        log.info("listening on %s, sending to %s every %.3g s", self.socket_path, self.uploader.url,
+                 self.uploader.interval)
+        await self._stop_requested.wait()
+        log.info("stopping")
+        server.close()
+        sweeper.cancel()
+        self.uploader.stop()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()  # answers already written go out first
+        self._threads_stop.set()
+        self.add_own_event("app:shutdown")
+        try:  # a last send, bounded: what does not make it waits in the spool for the next start
+            await asyncio.wait_for(asyncio.gather(sender, self.uploader.send()), self.settings.stop_grace)
+        except (asyncio.TimeoutError, OSError) as exc:
+            log.info("stopped with %d events spooled (%r)", self.spool.pending, exc)
+        try:
+            self.spool.sync()
+        except OSError:
+            pass
+
+    async def _close_idle(self) -> None:
+        idle = self.settings.idle
+        while True:
+            await asyncio.sleep(min(1.0, idle / 2))
+            cutoff = time.monotonic() - idle
+            for conn in list(self.connections):
+                if conn.waiting == 0 and conn.last_active < cutoff and conn.transport is not None:
+                    log.debug("closed an idle connection")
+                    conn.transport.close()

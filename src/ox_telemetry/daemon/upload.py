@@ -1,0 +1,312 @@
+"""Sending the spool to the ``/tevents`` endpoint (CONTRACT.md section 3).
+
+Batches of at most 500 events, gzip bodies, exponential backoff with full
+jitter (cap 10 minutes) on network errors, 408, 429 and 5xx, never sooner
+than ``Retry-After``; any other 4xx drops that batch (counted as
+``rejected``). A response's ``X-SageOx-Interval`` (a Go duration) sets the
+send interval, clamped to 10 s … 24 h.
+
+The HTTP request runs in a daemon thread so the event loop keeps taking
+events, and so a request hanging on a dead network never delays the
+process's exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import importlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from .. import __version__, paths, retry
+from ..transport import Transport, header
+from .settings import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Settings
+from .spool import Spool
+
+log = logging.getLogger("ox_telemetry.daemon")
+T = TypeVar("T")
+
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> float | None:
+    """Seconds in a Go duration string (``90s``, ``1h30m``, ``1.5h``, ``300ms``); None when malformed or negative."""
+    text = text.strip()
+    if text in ("0", "+0"):
+        return 0.0
+    if text.startswith("-"):
+        return None
+    text = text.removeprefix("+")
+    if not text:
+        return None
+    total, pos = 0.0, 0
+    while pos < len(text):
+        match = _GO_PART.match(text, pos)
+        if match is None:
+            return None
+        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
+        pos = match.end()
+    return total
+
+
+def server_interval(value: str | None) -> float | None:
+    """The send interval an ``X-SageOx-Interval`` header asks for, clamped to 10 s … 24 h; None when absent or bad."""
+    if value is None:
+        return None
+    seconds = parse_go_duration(value)
+    if seconds is None:
+        return None
+    return min(MAX_SERVER_INTERVAL, max(MIN_SERVER_INTERVAL, seconds))
+
+
+def client_id() -> str:
+    """``$SAGEOX_CLIENT_ID``, else the client-id file, created (a UUIDv4, mode 0600) when missing or unreadable."""
+    explicit = os.environ.get("SAGEOX_CLIENT_ID", "").strip()
+    if explicit:
+        return explicit
+    path = paths.client_id_path()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return str(uuid.UUID(f.read(128).strip()))
+    except (OSError, ValueError):
+        pass
+    value = str(uuid.uuid4())
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(value + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:  # still usable for this run
+        log.warning("could not save the client id to %s: %s", path, exc)
+    return value
+
+
+def _load_scrubber() -> Callable[[str], str] | None:
+    # ox_telemetry.scrub is another engineer's module; used when present.
+    try:
+        module = importlib.import_module("ox_telemetry.scrub")
+    except ImportError:
+        return None
+    scrub = getattr(module, "scrub", None)
+    return scrub if callable(scrub) else None
+
+
+_scrubber = _load_scrubber()
+
+
+def scrub_value(value: Any) -> Any:
+    """``value`` with every string in it (nested ones too) passed through ``ox_telemetry.scrub.scrub``.
+
+    The one place where daemon event props are scrubbed before upload.
+    """
+    if _scrubber is None:
+        return value
+    if isinstance(value, str):
+        return _scrubber(value)
+    if isinstance(value, dict):
+        return {k: scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_value(v) for v in value]
+    return value
+
+
+def build_body(clientid: str, lines: list[bytes]) -> tuple[bytes, int]:
+    """The JSON body for spool ``lines`` and how many events it holds (malformed lines are skipped)."""
+    events = []
+    for line in lines:
+        try:
+            item = json.loads(line)
+            payload = item["msg"]["payload"]
+            props = payload.get("props")
+            events.append({
+                "uuid": item["uuid"], "ts": item["ts"], "tslocal": item["tslocal"],
+                "event": payload["event"], "props": scrub_value(props) if isinstance(props, dict) else {},
+            })
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.debug("skipping a malformed spool line")
+    body = json.dumps({"clientid": clientid, "events": events}, separators=(",", ":"))
+    return body.encode("utf-8"), len(events)
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` in a daemon thread (unlike ``asyncio.to_thread``, never waited for at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def work() -> None:
+        try:
+            result: Any = fn()
+            ok = True
+        except BaseException as exc:
+            result, ok = exc, False
+        try:
+            loop.call_soon_threadsafe(settle, ok, result)
+        except RuntimeError:
+            pass  # the loop closed while we worked: nobody waits any more
+
+    threading.Thread(target=work, name="ox-telemetry-daemon-io", daemon=True).start()
+    return await future
+
+
+class _Reply:
+    __slots__ = ("error", "interval", "retry_after", "status")
+
+    def __init__(self, status: int | None, error: str, retry_after: float | None = None,
+                 interval: float | None = None) -> None:
+        self.status = status
+        self.error = error
+        self.retry_after = retry_after
+        self.interval = interval
+
+
+class Uploader:
+    """Sends the spool on schedule, early when events pile up, and on request; keeps the delivery counters."""
+
+    def __init__(self, spool: Spool, transport: Transport, url: str, clientid: str, settings: Settings) -> None:
+        self.spool = spool
+        self.transport = transport
+        self.url = url
+        self.clientid = clientid
+        self.settings = settings
+        self.interval = settings.interval
+        self.delivered = 0
+        self.dropped: dict[str, int] = {"rejected": 0, "malformed": 0}
+        self.requests = 0
+        self.last_error = ""
+        self.last_success = ""
+        self._attempt = 0  # failed attempts in a row
+        self._next_attempt = 0.0  # monotonic time before which only a flush sends
+        self._next_regular = time.monotonic() + self.interval
+        self._last_early = float("-inf")
+        self._plain = False  # the endpoint refused gzip (415)
+        self._sleep_until = float("inf")  # when the send loop wakes up by itself
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._stopping = False
+
+    # -- triggers --------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Events were spooled: wake the send loop if an early send is now due sooner than its sleep."""
+        if self.spool.pending >= self.settings.early_count and self._early_due() < self._sleep_until:
+            self._wake.set()
+
+    def _early_due(self) -> float:
+        # An early send waits for the cooldown after the last one, and for any backoff.
+        return max(self._last_early + self.settings.cooldown, self._next_attempt)
+
+    async def run(self) -> None:
+        """The send loop: every interval, earlier when events pile up (see :meth:`notify`), until :meth:`stop`."""
+        while not self._stopping:
+            regular = max(self._next_regular, self._next_attempt)
+            due = regular
+            if self.spool.pending >= self.settings.early_count:
+                due = min(due, self._early_due())
+            now = time.monotonic()
+            if due > now:
+                self._sleep_until = due
+                try:
+                    await asyncio.wait_for(self._wake.wait(), due - now)
+                except asyncio.TimeoutError:
+                    pass
+                self._sleep_until = float("inf")
+                self._wake.clear()
+                continue  # the reason to wake may have changed: look again
+            if regular > now:
+                self._last_early = now
+            await self.send()
+
+    def stop(self) -> None:
+        """End :meth:`run` at its next turn."""
+        self._stopping = True
+        self._wake.set()
+
+    # -- sending -----------------------------------------------------------------
+
+    async def send(self) -> bool:
+        """Send everything spooled now (one attempt per batch); True when the spool is empty afterwards."""
+        async with self._lock:
+            self._next_regular = time.monotonic() + self.interval
+            while True:
+                batch = self.spool.read_batch(self.settings.batch, self.settings.batch_bytes)
+                if batch is None:
+                    return True
+                body, count = await in_thread(partial(build_body, self.clientid, batch.lines))
+                if count < len(batch.lines):
+                    self.dropped["malformed"] += len(batch.lines) - count
+                if count == 0:
+                    self.spool.commit(batch)
+                    continue
+                reply = await in_thread(partial(self._post, body))
+                if reply.interval is not None and reply.interval != self.interval:
+                    log.info("endpoint set the send interval to %.0f s", reply.interval)
+                    self.interval = reply.interval
+                    self._next_regular = time.monotonic() + self.interval
+                if reply.status is not None and retry.is_success(reply.status):
+                    self.spool.commit(batch)
+                    self.delivered += count
+                    self._attempt, self._next_attempt = 0, 0.0
+                    self.last_success = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                    continue
+                if reply.status is not None and not retry.is_retryable(reply.status):
+                    log.warning("endpoint refused a batch of %d events with HTTP %d; dropped", count, reply.status)
+                    self.spool.commit(batch)
+                    self.dropped["rejected"] += count
+                    self.last_error = reply.error
+                    continue
+                self.spool.unpin()
+                self.last_error = reply.error
+                delay = retry.backoff_delay(self._attempt, self.settings.base, self.settings.cap, reply.retry_after)
+                self._attempt += 1
+                self._next_attempt = time.monotonic() + delay
+                log.info("send failed (%s); next attempt in %.2f s", reply.error, delay)
+                return False
+
+    def _post(self, body: bytes) -> _Reply:
+        headers = {"Content-Type": "application/json", "User-Agent": f"ox-telemetry-daemon/{__version__}"}
+        for _ in range(2):  # a second time only without gzip, after a 415
+            data = body
+            if not self._plain:
+                data = gzip.compress(body, compresslevel=6, mtime=0)
+                headers["Content-Encoding"] = "gzip"
+            else:
+                headers.pop("Content-Encoding", None)
+            self.requests += 1
+            try:
+                response = self.transport.post(self.url, data, headers, self.settings.timeout)
+                status = int(response.status)
+            except Exception as exc:  # OSError is the network; anything else a broken transport
+                return _Reply(None, f"network: {exc.__class__.__name__}: {exc}"[:300])
+            if status == 415 and not self._plain:
+                self._plain = True
+                continue
+            return _Reply(
+                status, f"HTTP {status}", retry.parse_retry_after(header(response, "Retry-After")),
+                server_interval(header(response, "X-SageOx-Interval")),
+            )
+        raise AssertionError("unreachable")
+
+    def status(self) -> dict[str, Any]:
+        """The delivery part of the daemon's status."""
+        backoff = max(0.0, self._next_attempt - time.monotonic())
+        return {
+            "endpoint": self.url, "interval_s": self.interval, "delivered": self.delivered,
+            "requests": self.requests, "last_error": self.last_error or None,
+            "last_success": self.last_success or None, "backoff_s": round(backoff, 3),
+        }
