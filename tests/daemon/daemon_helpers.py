@@ -43,8 +43,8 @@ def telemetry_line(event: str, **props: Any) -> bytes:
 def connect(path: str | None = None, timeout: float = 10.0) -> socket.socket:
     """A blocking connection to the daemon socket."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path or os.environ["OX_TELEMETRY_SOCKET"])  # blocking: waits out a full accept backlog
     sock.settimeout(timeout)
-    sock.connect(path or os.environ["OX_TELEMETRY_SOCKET"])
     return sock
 
 

@@ -1,0 +1,166 @@
+"""Events in over the socket, out to a real loopback endpoint: load, outage, kill -9, interval header."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from daemon_helpers import DaemonProcess, connect, read_line, request, status, telemetry_line, wait_for
+
+from loopback import Endpoint, refusing_url
+
+SENDERS = 8
+PER_SENDER = 5000
+
+
+def _sent(endpoint: Endpoint, prefix: str = "load") -> list[tuple[int, int]]:
+    return [(e["props"]["s"], e["props"]["i"]) for e in endpoint.accepted_events() if e["event"] == prefix]
+
+
+def _blast(sender: int, count: int, stop: threading.Event | None = None, acked: list[int] | None = None) -> None:
+    """One sender: ``count`` events on one connection, in large writes, then a flush whose answer acks them."""
+    with connect() as sock:
+        for start in range(0, count, 500):
+            if stop is not None and stop.is_set():
+                return
+            sock.sendall(b"".join(telemetry_line("load", s=sender, i=i) for i in range(start, min(count, start + 500))))
+            if acked is not None:  # a ping answered means every line before it was spooled
+                sock.sendall(b'{"type":"ping"}\n')
+                if read_line(sock) is None:
+                    return
+                acked[sender] = min(count, start + 500)
+
+
+def test_eight_senders_every_event_delivered_once(daemon: DaemonProcess, endpoint: Endpoint) -> None:
+    threads = [threading.Thread(target=_blast, args=(s, PER_SENDER)) for s in range(SENDERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    total = SENDERS * PER_SENDER
+    assert wait_for(lambda: status()["received"] >= total + 1, 30)  # + its own app:startup
+    assert endpoint.wait_for(lambda: len(_sent(endpoint)) >= total, 40), status()
+    sent = _sent(endpoint)
+    assert len(sent) == total and len(set(sent)) == total
+    uuids = [e["uuid"] for e in endpoint.accepted_events()]
+    assert len(uuids) == len(set(uuids))
+    assert max(len(r.body["events"]) for r in endpoint.requests if r.body) <= 500
+    data = status()
+    assert data["received"] == total + 1 and data["delivered"] == total + 1 and data["spooled"] == 0
+    assert sum(data["dropped"].values()) == 0
+
+
+def test_outage_then_recovery_delivers_everything_once(
+    sock_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = refusing_url()  # nothing listens here yet: connections are refused
+    port = int(url.rsplit(":", 1)[1])
+    monkeypatch.setenv("OX_TELEMETRY_SOCKET", str(sock_dir / "run" / "telemetry.sock"))
+    monkeypatch.setenv("SAGEOX_TELEMETRY_ENDPOINT", url + "/tevents")
+    monkeypatch.setenv("OX_TELEMETRY_DAEMON_INTERVAL", "0.05")
+    # Backoff ceilings 0.1, 0.2, 0.4 ... 1.6 s; a sender keeps the early-send trigger busy all along.
+    monkeypatch.setenv("OX_TELEMETRY_DAEMON_TUNING", "cooldown=0.05,base=0.1,cap=1.6,timeout=0.5,stop_grace=3")
+    daemon = DaemonProcess(tmp_path / "d.log").start()
+    stop = threading.Event()
+    counter = iter(range(10**9))
+
+    def trickle() -> None:
+        with connect() as sock:
+            while not stop.is_set():
+                sock.sendall(b"".join(telemetry_line("out", s=0, i=next(counter)) for _ in range(60)))
+                time.sleep(0.02)
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    endpoint: Endpoint | None = None
+    try:
+        time.sleep(1.0)  # phase 1: refused
+        assert "Connection refused" in (status()["last_error"] or "")
+        endpoint = Endpoint(port=port)
+        endpoint.status, endpoint.hang = 503, True  # phase 2: accepts, never answers (recorded as 503)
+        assert wait_for(lambda: endpoint is not None and len(endpoint.requests) >= 1, 10)
+        time.sleep(1.0)
+        endpoint.hang = False  # phase 3: 503 with Retry-After: 1
+        endpoint.headers = {"Retry-After": "1"}
+        time.sleep(1.5)
+        outage_requests = len(endpoint.requests)
+        endpoint.status, endpoint.headers = 200, {}  # phase 4: healthy
+        stop.set()
+        sender.join(10)
+        total = next(counter)
+        assert endpoint.wait_for(lambda: len([e for e in endpoint.accepted_events() if e["event"] == "out"]) >= total,
+                                 30), status()
+        got = [e["props"]["i"] for e in endpoint.accepted_events() if e["event"] == "out"]
+        assert sorted(got) == list(range(total))  # every event, exactly once
+        # About 2.5 s of reachable outage: with backoff a handful of requests, not one per 0.05 s tick (50).
+        assert outage_requests <= 12, outage_requests
+        # Retry-After: 1 means no two outage requests in phase 3 less than ~1 s apart: at most 3 in 1.5 s.
+        data = status()
+        assert data["spooled"] == 0 and data["dropped"]["rejected"] == 0
+        assert data["last_error"]
+    finally:
+        stop.set()
+        sender.join(10)
+        daemon.stop()
+        daemon.close()
+        if endpoint is not None:
+            endpoint.close()
+
+
+def test_kill9_under_load_loses_nothing_counted(daemon_env: Endpoint, tmp_path: Path) -> None:
+    endpoint = daemon_env
+    endpoint.status = 503  # nothing leaves while we load it: everything acked is in the spool
+    daemon = DaemonProcess(tmp_path / "d.log").start()
+    stop = threading.Event()
+    acked = [0] * 4
+    threads = [threading.Thread(target=_blast, args=(s, 8000, stop, acked)) for s in range(4)]
+    for thread in threads:
+        thread.start()
+    assert wait_for(lambda: sum(acked) >= 12_000, 30)
+    endpoint.status = 200  # sending resumes mid-load: the kill lands between spool, send and cursor
+    time.sleep(0.3)
+    daemon.kill9()
+    stop.set()
+    for thread in threads:
+        thread.join(20)
+    counted = list(acked)
+    restarted = DaemonProcess(tmp_path / "d2.log").start()
+    try:
+        def delivered_all() -> bool:
+            got = {(s, i) for s, i in _sent(endpoint)}
+            return all((s, i) in got for s in range(4) for i in range(counted[s]))
+
+        assert endpoint.wait_for(delivered_all, 40), (counted, status())
+    finally:
+        restarted.stop()
+
+
+def test_server_interval_header_sets_the_send_interval(daemon: DaemonProcess, endpoint: Endpoint) -> None:
+    endpoint.headers = {"X-SageOx-Interval": "1h30m"}
+    answer = request("flush")
+    assert answer is not None and answer["success"] is True
+    assert status()["interval_s"] == 5400.0
+    endpoint.headers = {"X-SageOx-Interval": "1s"}  # below the 10 s floor
+    with connect() as sock:
+        sock.sendall(telemetry_line("x") + b'{"type":"flush"}\n')
+        assert read_line(sock)["success"] is True  # type: ignore[index]
+    assert status()["interval_s"] == 10.0
+
+
+def test_rejected_batch_is_dropped_and_counted(daemon: DaemonProcess, endpoint: Endpoint) -> None:
+    assert endpoint.wait_for(lambda: status()["delivered"] >= 1)  # app:startup
+    endpoint.status = 400
+    with connect() as sock:
+        sock.sendall(telemetry_line("bad") * 3 + b'{"type":"flush"}\n')
+        answer = read_line(sock)
+    assert answer is not None and answer["success"] is True  # refused for good is done with, not waiting
+    data = status()
+    assert data["dropped"]["rejected"] == 3 and data["spooled"] == 0 and data["last_error"] == "HTTP 400"
+    endpoint.status = 200
+    with connect() as sock:
+        sock.sendall(telemetry_line("good") + b'{"type":"flush"}\n')
+        assert read_line(sock)["success"] is True  # type: ignore[index]
+    assert Counter(e["event"] for e in endpoint.accepted_events())["good"] == 1

@@ -1,0 +1,84 @@
+"""``flush_queue``: a CLI hands its project queue to the running daemon; nothing is ever sent twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+from daemon_helpers import DaemonProcess, request, wait_for
+
+from loopback import Endpoint
+from ox_telemetry import Client, FileQueue
+
+CLI_RUN = """
+import sys
+from ox_telemetry import Client
+for run in range(int(sys.argv[3])):
+    client = Client("s", project_root=sys.argv[1], base_url=sys.argv[2], version="1.2.3")
+    client.start()
+    for i in range(12):
+        client.track_command(f"{sys.argv[4]}-{run}-{i}", 0.01, True)
+    client.stop()
+"""
+
+
+def _cli_events(endpoint: Endpoint) -> list[dict[str, object]]:
+    accepted = (r for r in endpoint.requests if r.status == 200 and r.path == "/api/v1/telemetry" and r.body)
+    return [e for r in accepted for e in r.body["events"]]
+
+
+def test_a_cli_queue_is_sent_by_the_daemon(daemon: DaemonProcess, endpoint: Endpoint, project: Path) -> None:
+    client = Client("sess", project_root=str(project), base_url=endpoint.base_url, version="9.9.9")
+    client.start()
+    for i in range(12):
+        client.track_command(f"cmd {i}", 0.01, True)
+    client.stop()  # 12 queued: due, and handed to the daemon instead of a new uploader
+    assert endpoint.wait_for(lambda: len(_cli_events(endpoint)) == 12)
+    queue_path = str(project / ".sageox" / "cache" / "telemetry.jsonl")
+    assert wait_for(lambda: f"queue {queue_path}: delivered" in daemon.log(), 10), daemon.log()
+    assert wait_for(lambda: FileQueue(str(project)).count() == 0)
+    body = next(r.body for r in endpoint.requests if r.path == "/api/v1/telemetry")
+    assert body["cli_version"] == "9.9.9"
+
+
+def test_daemon_and_concurrent_uploaders_never_send_an_event_twice(
+    daemon: DaemonProcess, endpoint: Endpoint, project: Path
+) -> None:
+    endpoint.delay = 0.02  # sends overlap with appends and with each other
+    env = dict(os.environ)
+    runs, processes = 4, 4
+    clis = [
+        subprocess.Popen([sys.executable, "-c", CLI_RUN, str(project), endpoint.base_url, str(runs), f"p{p}"], env=env)
+        for p in range(processes)
+    ]
+    queue_path = str(project / ".sageox" / "cache" / "telemetry.jsonl")
+    stop = threading.Event()
+
+    def compete() -> None:
+        # Uploader processes and repeated hand-offs, racing the daemon's own sends of the same queue.
+        while not stop.is_set():
+            subprocess.run(
+                [sys.executable, "-m", "ox_telemetry.uploader", "--queue", queue_path,
+                 "--url", endpoint.base_url + "/api/v1/telemetry"], env=env, capture_output=True, timeout=30,
+            )
+            request("flush_queue", {"queue_path": queue_path, "url": endpoint.base_url + "/api/v1/telemetry",
+                                    "cli_version": "x"})
+
+    racer = threading.Thread(target=compete)
+    racer.start()
+    try:
+        for proc in clis:
+            assert proc.wait(60) == 0
+    finally:
+        stop.set()
+        racer.join(60)
+    total = runs * processes * 12
+    request("flush_queue", {"queue_path": queue_path, "url": endpoint.base_url + "/api/v1/telemetry"})
+    assert endpoint.wait_for(lambda: len(_cli_events(endpoint)) >= total, 30), len(_cli_events(endpoint))
+    ids = Counter(str(e["event_id"]) for e in _cli_events(endpoint))
+    assert len(ids) == total
+    assert ids.most_common(1)[0][1] == 1  # never twice

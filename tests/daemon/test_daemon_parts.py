@@ -1,0 +1,167 @@
+"""The daemon's parts without a process: spool, protocol, Go durations, settings, client id."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ox_telemetry import paths
+from ox_telemetry.daemon import protocol
+from ox_telemetry.daemon.settings import Settings
+from ox_telemetry.daemon.spool import Spool
+from ox_telemetry.daemon.upload import build_body, client_id, parse_go_duration, server_interval
+
+
+def _line(i: int, pad: int = 0) -> bytes:
+    return b'{"i":%d,"pad":"%s"}' % (i, b"x" * pad)
+
+
+def _drain(spool: Spool, batch: int = 7) -> list[int]:
+    got = []
+    while (read := spool.read_batch(batch, 1 << 20)) is not None:
+        got += [json.loads(line)["i"] for line in read.lines]
+        spool.commit(read)
+    return got
+
+
+def test_spool_keeps_order_across_segments_and_restarts(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "s"), max_bytes=1 << 20, segment_bytes=300)
+    spool.open()
+    spool.append([_line(i) for i in range(20)])
+    spool.append([_line(i) for i in range(20, 50)])
+    assert spool.pending == 50
+    first = spool.read_batch(10, 1 << 20)
+    assert first is not None and [json.loads(x)["i"] for x in first.lines] == list(range(10))
+    spool.commit(first)
+    spool.close()
+    reopened = Spool(str(tmp_path / "s"), max_bytes=1 << 20, segment_bytes=300)
+    reopened.open()
+    assert reopened.pending == 40
+    assert _drain(reopened) == list(range(10, 50))
+    assert reopened.pending == 0
+    assert len(os.listdir(tmp_path / "s")) <= 3  # sent segments are gone (newest + cursor stay)
+
+
+def test_spool_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "s"), max_bytes=10_000, segment_bytes=2_000)
+    spool.open()
+    for i in range(200):
+        spool.append([_line(i, pad=80)])
+    assert spool.size() <= 10_000 + 2_000
+    assert spool.dropped > 0 and spool.pending + spool.dropped == 200
+    got = _drain(spool)
+    assert got == list(range(200 - len(got), 200))  # the newest survive, in order
+    assert stat.S_IMODE(os.stat(tmp_path / "s").st_mode) == 0o700
+
+
+def test_spool_never_drops_under_a_batch_in_flight(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "s"), max_bytes=4_000, segment_bytes=1_000)
+    spool.open()
+    spool.append([_line(i, pad=50) for i in range(10)])
+    batch = spool.read_batch(5, 1 << 20)
+    assert batch is not None
+    for i in range(10, 100):
+        spool.append([_line(i, pad=50)])
+    spool.commit(batch)
+    rest = _drain(spool)
+    assert rest[:5] == [5, 6, 7, 8, 9]  # the pinned segment stayed
+    assert spool.pending == 0 and spool.dropped + len(rest) + 5 == 100
+
+
+def test_spool_closes_a_torn_line_and_skips_it(tmp_path: Path) -> None:
+    directory = tmp_path / "s"
+    spool = Spool(str(directory))
+    spool.open()
+    spool.append([_line(1)])
+    spool.close()
+    segment = next(p for p in directory.iterdir() if p.suffix == ".jsonl")
+    with open(segment, "ab") as f:
+        f.write(b'{"i":2,"tor')  # kill -9 in the middle of a write
+    reopened = Spool(str(directory))
+    reopened.open()
+    reopened.append([_line(3)])
+    batch = reopened.read_batch(10, 1 << 20)
+    assert batch is not None and batch.lines == [_line(1), b'{"i":2,"tor', _line(3)]
+    _body, count = build_body("cid", batch.lines)
+    assert count == 0  # none of these is a spool event line: all skipped, none fatal
+
+
+def test_spool_line_round_trips_to_the_upload_format() -> None:
+    raw = b'{"type":"telemetry","payload":{"event":"sync:complete","props":{"ok":true,"n":"\\u00e9"}}}'
+    message = protocol.decode(raw)
+    assert protocol.telemetry_error(message) is None
+    line = protocol.spool_line(raw, protocol.Stamp())
+    body, count = build_body("client-1", [line, protocol.own_event_line("app:startup", {"a": 1})])
+    decoded = json.loads(body)
+    assert count == 2 and decoded["clientid"] == "client-1"
+    event = decoded["events"][0]
+    assert event["event"] == "sync:complete" and event["props"] == {"ok": True, "n": "é"}
+    assert set(event) == {"uuid", "ts", "tslocal", "event", "props"}
+
+
+def test_uuid_is_version_4() -> None:
+    import uuid
+
+    for _ in range(100):
+        value = uuid.UUID(protocol.new_uuid())
+        assert value.version == 4 and value.variant == uuid.RFC_4122
+
+
+def test_tslocal_is_rfc3339_with_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    protocol.Stamp._second = -1
+    try:
+        stamp = protocol.Stamp()
+        assert stamp.tslocal[-6:] in ("-07:00", "-08:00") and stamp.tslocal[10] == "T"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+        protocol.Stamp._second = -1
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90.0), ("5m", 300.0), ("1h30m", 5400.0), ("1.5h", 5400.0), ("300ms", 0.3), ("2h45m0.5s", 9900.5),
+     ("0", 0.0), ("1us", 1e-6), ("1µs", 1e-6), (".5m", 30.0), ("", None), ("5", None), ("-5s", None),
+     ("5x", None), ("1h 30m", None), ("m", None)],
+)
+def test_go_durations(text: str, seconds: float | None) -> None:
+    assert parse_go_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_server_interval_is_clamped() -> None:
+    assert server_interval("1s") == 10.0
+    assert server_interval("48h") == 86400.0
+    assert server_interval("2m") == 120.0
+    assert server_interval("soon") is None and server_interval(None) is None
+
+
+def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().interval == 60.0
+    monkeypatch.setenv("OX_TELEMETRY_DAEMON_INTERVAL", "0.001")
+    monkeypatch.setenv("OX_TELEMETRY_DAEMON_TUNING", "cooldown=0.2, batch=7,bogus=1,base=x")
+    settings = Settings.from_env()
+    assert settings.interval == 0.05 and settings.cooldown == 0.2 and settings.batch == 7 and settings.base == 1.0
+
+
+def test_allowed_queue_paths(home: Path) -> None:
+    assert protocol.allowed_queue_path("/p/.sageox/cache/telemetry.jsonl")
+    assert protocol.allowed_queue_path(os.path.join(paths.user_cache_dir(), "telemetry-abc.jsonl"))
+    assert not protocol.allowed_queue_path(os.path.join(paths.user_cache_dir(), "other.jsonl"))
+    assert not protocol.allowed_queue_path("/tmp/telemetry-abc.jsonl")
+    assert not protocol.allowed_queue_path("/p/.sageox/cache/telemetry.jsonl.sending")
+
+
+def test_client_id_created_once_with_mode_0600(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = client_id()
+    assert client_id() == first
+    assert stat.S_IMODE(os.stat(paths.client_id_path()).st_mode) == 0o600
+    monkeypatch.setenv("SAGEOX_CLIENT_ID", "override")
+    assert client_id() == "override"
