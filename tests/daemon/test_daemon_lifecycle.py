@@ -127,8 +127,7 @@ def test_connections_from_other_users_are_closed(daemon: DaemonProcess) -> None:
     code = (
         "import socket,sys\n"
         "s=socket.socket(socket.AF_UNIX);s.settimeout(5);s.connect(sys.argv[1])\n"
-        "s.sendall(b'{\"type\":\"ping\"}\\n')\n"
-        "try:\n    data=s.recv(100)\nexcept OSError:\n    data=b''\n"
+        "try:\n    s.sendall(b'{\"type\":\"ping\"}\\n')\n    data=s.recv(100)\nexcept OSError:\n    data=b''\n"
         "print(repr(data))\n"
     )
     python = shutil.which("python3", path="/usr/bin:/bin")

@@ -138,7 +138,7 @@ def bind_socket(path: str) -> tuple[socket.socket, int]:
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
-    sock.listen(512)
+    sock.listen(1024)  # the server sets its own backlog again when it starts
     sock.setblocking(False)
     return sock, os.lstat(path).st_ino
 

@@ -42,6 +42,9 @@ from .upload import Uploader
 
 log = logging.getLogger("ox_telemetry.daemon")
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+#: Pending connections the kernel queues: a CLI connects without waiting and
+#: drops its event when the queue is full, so bursts of short CLIs need room.
+BACKLOG = 1024
 
 
 def peer_uid(sock: socket.socket) -> int | None:
@@ -266,7 +269,7 @@ class Daemon:
         self._stop_requested = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
-        server = await loop.create_unix_server(lambda: Connection(self), sock=sock)
+        server = await loop.create_unix_server(lambda: Connection(self), sock=sock, backlog=BACKLOG)
         self.add_own_event("app:startup")
         sender = loop.create_task(self.uploader.run())
         sweeper = loop.create_task(self._close_idle())
