@@ -26,19 +26,20 @@ from .wire import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .client import Client
+    from .consent_notice import notice
     from .queue import FileQueue
     from .stats import Stats
 
 __version__ = "0.1.0"
 
-_LAZY = {"Client": "client", "FileQueue": "queue", "Stats": "stats"}
+_LAZY = {"Client": "client", "FileQueue": "queue", "Stats": "stats", "notice": "consent_notice"}
 
 __all__ = [
     "EVENT_ATTRIBUTION_SHOWN", "EVENT_AUTH_FAILURE", "EVENT_AUTH_SUCCESS", "EVENT_COMMAND_COMPLETE",
     "EVENT_COMMAND_ERROR", "EVENT_COMMAND_START", "EVENT_COWORKER_LOAD",
     "EVENT_DAEMON_START_FAILURE", "EVENT_GUIDANCE_FETCH", "EVENT_GUIDANCE_FETCH_ERROR",
     "EVENT_PRIME_EXCESSIVE", "EVENT_SESSION_END", "EVENT_SESSION_START",
-    "Batch", "Client", "Event", "FileQueue", "Stats",
+    "Batch", "Client", "Event", "FileQueue", "Stats", "notice",
 ]
 
 

@@ -47,11 +47,23 @@ def _spool_name(base_url: str) -> str:
     return f"telemetry-{slug}.jsonl"
 
 
+def _sends_held() -> bool:
+    """True in the run that showed the consent notice (:mod:`ox_telemetry.consent_notice`).
+
+    Looked up in ``sys.modules`` rather than imported: a host that never calls
+    ``notice()`` pays nothing, and a notice shown means the module is loaded.
+    """
+    notice = sys.modules.get("ox_telemetry.consent_notice")
+    return bool(notice is not None and getattr(notice, "HOLD_SENDS", False))
+
+
 class Client:
     """Records a CLI's events and delivers them in the background.
 
     ``enabled``: None means on unless the user opted out; False means off;
     True means on *unless the user opted out* (the user always wins).
+    ``disable_in_ci``: off when a CI service is detected (consent rule ``ci``);
+    either way, events recorded in CI carry ``metadata["ci"]``.
     """
 
     def __init__(
@@ -63,6 +75,7 @@ class Client:
         transport: "Transport | None" = None,
         project_root: "str | os.PathLike[str] | None" = None,
         version: "str | None" = None,
+        disable_in_ci: bool = False,
     ) -> None:
         self.session_id = session_id if isinstance(session_id, str) else str(session_id)
         if base_url is None:
@@ -79,10 +92,14 @@ class Client:
         self._sender: ThreadSender | None = None
         self._defaults: dict[str, object] = {"api_endpoint": self.base_url}
         self._debug = False
+        self._ci: str | None = None
         root = os.fspath(project_root) if project_root else None
         self._project_root = root
         try:
-            self._decision = self._decide(enabled, root)
+            from .ci import detect
+
+            self._ci = detect()  # once per client: the environment does not change under a CLI
+            self._decision = self._decide(enabled, root, disable_in_ci and self._ci is not None)
             self._debug = self._decision.enabled and os.environ.get(
                 "OX_TELEMETRY_DEBUG", ""
             ).lower() in ("1", "true", "yes", "on")
@@ -92,11 +109,15 @@ class Client:
             _log.debug("telemetry disabled, consent check failed: %r", exc)
             self._decision = Decision(False, "error")
 
-    def _decide(self, enabled: "bool | None", root: "str | None") -> "Decision":
+    def _decide(self, enabled: "bool | None", root: "str | None", off_in_ci: bool) -> "Decision":
         from . import consent
 
         if enabled is False or consent.env_opt_out():
             return consent.decide(enabled)  # decided without reading any file
+        if off_in_ci:
+            from .ci import RULE_CI
+
+            return consent.Decision(False, RULE_CI)
         config = consent.read_project_config(root) if root else {}
         repo_id = config.get("repo_id")
         if isinstance(repo_id, str) and repo_id:
@@ -213,12 +234,13 @@ class Client:
 
     def track_command(
         self, command: str, duration: "timedelta | float", success: bool,
-        error_code: "str | BaseException" = "",
+        error_code: "str | BaseException | type[BaseException]" = "",
     ) -> None:
         """Update the session stats and record a ``command_complete`` event.
 
-        ``duration`` is a timedelta or seconds; an exception given as
-        ``error_code`` is recorded by its class name, never its message.
+        ``duration`` is a timedelta or seconds; an exception (or exception
+        class) given as ``error_code`` is recorded by its class name, never
+        its message.
         """
         if not self._decision.enabled:
             return
@@ -228,6 +250,8 @@ class Client:
             seconds = as_seconds(duration)
             if isinstance(error_code, BaseException):
                 error_code = error_code.__class__.__name__
+            elif isinstance(error_code, type) and issubclass(error_code, BaseException):
+                error_code = error_code.__name__
             with self._lock:
                 self._stats_obj().record_command(str(command), seconds, bool(success))
             self.track(Event(
@@ -290,6 +314,8 @@ class Client:
 
                 self._print(_jsonlite.dumps(message))
                 return
+            if _sends_held():
+                return  # one-way and unqueued: in the notice's run it cannot wait for a later one
             ipc.send(message)
         except Exception as exc:
             _log.debug("send_to_daemon failed: %r", exc)
@@ -301,11 +327,24 @@ class Client:
         defaults = self._defaults
         if event.timestamp is None or not event.event_id:
             defaults = {**defaults, "timestamp": now_rfc3339(), "event_id": new_event_id()}
+        if self._ci:
+            event = self._with_ci(event)
         line = event.to_json(defaults)
         if self._debug:
-            self._print(line)
+            from .scrub import scrub_line  # debug output is exactly what would be sent
+
+            self._print(scrub_line(line))
             return None
         return line.encode("ascii")
+
+    def _with_ci(self, event: Event) -> Event:
+        """``event`` with ``metadata["ci"]`` added; a copy, so the caller's event stays as it was."""
+        metadata = event.metadata
+        if metadata and (not isinstance(metadata, dict) or "ci" in metadata):
+            return event  # the host's own value wins; odd metadata is cleaned by the encoder
+        event = event.copy()
+        event.metadata = {**event.metadata, "ci": str(self._ci)}
+        return event
 
     @staticmethod
     def _print(line: str) -> None:
@@ -345,6 +384,8 @@ class Client:
             self._kick(spool, force)
 
     def _kick(self, queue: "JsonlQueue", force: bool) -> None:
+        if _sends_held():
+            return  # the consent notice was shown in this run: its events wait for a later one
         from . import background
 
         if not background.ready(queue, force):
