@@ -126,22 +126,30 @@ class _Outcome:
     STOPPED = "stopped"
 
 
-def _chunks(lines: list[tuple[int, bytes]]) -> list[tuple[int, list[str]]]:
-    """Valid event lines, scrubbed, grouped into batches: ``(end offset, lines)``.
+def wire_line(raw: bytes) -> str | None:
+    """A queued line as it goes on the wire: validated and scrubbed; None when malformed.
 
     Scrubbing happens here, at send time, because the recording client may not
-    load :mod:`re`; every event leaves the machine through this function.
+    load :mod:`re`; every queued event leaves the machine through this function
+    (and ``ox-telemetry show`` uses it to print exactly what would be sent).
     """
+    try:
+        text = raw.decode("utf-8")
+        Event.from_json(text)
+    except ValueError:
+        return None
+    return scrub_line(text)
+
+
+def _chunks(lines: list[tuple[int, bytes]]) -> list[tuple[int, list[str]]]:
+    """Valid event lines, scrubbed, grouped into batches: ``(end offset, lines)``."""
     out: list[tuple[int, list[str]]] = []
     current: list[str] = []
     size = 0
     end = 0
     for offset, raw in lines:
-        try:
-            text = raw.decode("utf-8")
-            Event.from_json(text)
-            text = scrub_line(text)
-        except ValueError:
+        text = wire_line(raw)
+        if text is None:
             log.debug("skipping a malformed queue line")
             end = offset
             continue
@@ -162,6 +170,7 @@ class Delivery:
     def __init__(
         self, queue: JsonlQueue, transport: Transport, url: str, cli_version: str = "",
         policy: Policy | None = None, wait: Callable[[float], bool] | None = None,
+        on_batch: Callable[[int, str, str], None] | None = None,
     ) -> None:
         self.queue = queue
         self.transport = transport
@@ -170,6 +179,9 @@ class Delivery:
         self.policy = policy or Policy.from_env()
         # wait(seconds) sleeps and returns True when the run should stop now.
         self.wait = wait or _sleep
+        # on_batch(events, outcome, last answer such as "HTTP 200"): a foreground flush reports each batch.
+        self.on_batch = on_batch
+        self.last_answer = ""
         self.requests = 0
         self.state = UploadState.load(queue)
 
@@ -196,6 +208,8 @@ class Delivery:
             for end, chunk in _chunks(lines):
                 if chunk:
                     outcome = self._send(chunk, deadline)
+                    if self.on_batch is not None:
+                        self.on_batch(len(chunk), outcome, self.last_answer)
                     if outcome in (_Outcome.GAVE_UP, _Outcome.STOPPED):
                         return outcome
                 sender.release(end)
@@ -238,6 +252,8 @@ class Delivery:
             status = int(response.status)
         except Exception as exc:  # OSError is the network; anything else is a broken transport
             log.debug("telemetry POST to %s failed: %r", self.url, exc)
-            return None, None, f"network: {exc.__class__.__name__}"
+            self.last_answer = f"network: {exc.__class__.__name__}"
+            return None, None, self.last_answer
         retry_after = retry.parse_retry_after(header(response, "Retry-After"))
-        return status, retry_after, f"HTTP {status}"
+        self.last_answer = f"HTTP {status}"
+        return status, retry_after, self.last_answer
