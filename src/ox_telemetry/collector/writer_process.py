@@ -7,7 +7,7 @@ alone fell to under 1,000 with a busy thread beside it. A process of its own
 writes at full speed on the second core, and the server keeps the first.
 
 Frames both ways: a 4-byte big-endian length, then a pickle. In: first
-``(db_url, max_group)``, then ``(seq, client_rows, daemon_rows)``. Out: first
+``(db_url, max_group)``, then ``(seq, client_rows, daemon_rows, rollup)``. Out: first
 ``("ready", None)`` or ``("failed", message)``, then ``(seq, stored_count)``
 or ``(seq, error_message)``. End of input: commit what is read, exit.
 """
@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .storage import Storage, StorageError, StoreUnavailable, WriteJob, open_storage
+from .storage import Row, Storage, StorageError, StoreUnavailable, WriteJob, open_storage
 from .storage.schema import dedup_key
 
 log = logging.getLogger("ox_telemetry.collector.writer")
@@ -92,7 +92,7 @@ def write_unique(storage: Storage, jobs: Sequence[WriteJob]) -> list[int]:
     seen: set[tuple[int, object]] = set()
     unique_jobs = []
     for job in jobs:
-        parts = []
+        parts: list[list[Row]] = []
         for kind, rows in enumerate((job.client_rows, job.daemon_rows)):
             kept = []
             for row in rows:
@@ -103,7 +103,8 @@ def write_unique(storage: Storage, jobs: Sequence[WriteJob]) -> list[int]:
                     seen.add((kind, key))
                 kept.append(row)
             parts.append(kept)
-        unique_jobs.append(WriteJob(parts[0], parts[1]))
+        whole = len(parts[0]) == len(job.client_rows) and len(parts[1]) == len(job.daemon_rows)
+        unique_jobs.append(WriteJob(parts[0], parts[1], job.rollup if whole else None))
     return storage.write(unique_jobs)
 
 
@@ -142,8 +143,8 @@ def serve(fd_in: int, fd_out: int) -> int:
         out.write(frame(("ready", None)))
         out.flush()
         while group := source.read_group(max_group):
-            results = commit(storage, [WriteJob(client, daemon) for _, client, daemon in group])
-            out.write(b"".join(frame((seq, result)) for (seq, _, _), result in zip(group, results, strict=True)))
+            results = commit(storage, [WriteJob(client, daemon, rollup) for _, client, daemon, rollup in group])
+            out.write(b"".join(frame((message[0], result)) for message, result in zip(group, results, strict=True)))
             out.flush()
     except BrokenPipeError:
         pass  # the server is gone; what was committed stays committed

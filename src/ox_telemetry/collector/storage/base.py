@@ -8,19 +8,26 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .schema import Dialect, dedup_key
+
+if TYPE_CHECKING:
+    from .rollup import Rollup
 
 Row = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
 class WriteJob:
-    """The rows of one request: client events and daemon events, in column order (schema.py)."""
+    """The rows of one request: client events and daemon events, in column order (schema.py).
+
+    ``rollup``: the aggregate of all these rows (rollup.aggregate), when the producer computed it.
+    """
 
     client_rows: Sequence[Row] = ()
     daemon_rows: Sequence[Row] = ()
+    rollup: Rollup | None = None
 
     def __len__(self) -> int:
         return len(self.client_rows) + len(self.daemon_rows)
@@ -109,18 +116,15 @@ class ConnectionPool(Generic[C]):
 
 def stored_rows(
     jobs: Sequence[WriteJob], daemon: bool, new_keys: set[tuple[Any, Any]] | None
-) -> tuple[list[int], list[Row]]:
-    """Per job, how many of its client (or daemon) rows were stored, and all those rows.
+) -> list[Sequence[Row]]:
+    """Per job, the client (or daemon) rows that were stored.
 
     ``new_keys``: the (time, id) pairs (:func:`schema.dedup_key`) the insert
     reported as new; None when every row was stored. Rows without an id are
     always stored.
     """
-    counts = []
-    stored: list[Row] = []
+    kept = []
     for job in jobs:
         rows = job.daemon_rows if daemon else job.client_rows
-        kept = list(rows) if new_keys is None else [r for r in rows if r[0] is None or dedup_key(r) in new_keys]
-        counts.append(len(kept))
-        stored += kept
-    return counts, stored
+        kept.append(rows if new_keys is None else [r for r in rows if r[0] is None or dedup_key(r) in new_keys])
+    return kept

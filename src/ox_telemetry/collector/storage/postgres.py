@@ -17,7 +17,7 @@ import psycopg
 from psycopg import errors
 
 from .base import ConnectionPool, Row, Storage, StorageError, StoreUnavailable, WriteJob, stored_rows
-from .rollup import aggregate, upsert_rollup
+from .rollup import rollup_of, upsert_rollup
 from .schema import (
     CLIENT_COLUMNS,
     CLIENT_NAMES,
@@ -132,13 +132,12 @@ class PostgresStorage(Storage):
 
     def _write_once(self, jobs: Sequence[WriteJob]) -> list[int]:
         conn = self._writer_connection()
-        stored = [0] * len(jobs)
-        new_rows: list[list[Row]] = []
+        kept: list[list[Sequence[Row]]] = []
         with conn.transaction(), conn.cursor() as cur:
             for daemon, copy_statement, move in _STEPS:
                 rows = [row for job in jobs for row in (job.daemon_rows if daemon else job.client_rows)]
                 if not rows:
-                    new_rows.append([])
+                    kept.append([() for _ in jobs])
                     continue
                 with cur.copy(copy_statement) as copy:
                     for row in rows:
@@ -146,17 +145,15 @@ class PostgresStorage(Storage):
                 keys = cur.execute(move).fetchall()
                 # Rows without an id are always new; others are new when their key came back.
                 new_keys = None if len(keys) == len(rows) else {(t, k) for t, k in keys if k is not None}
-                counts, kept = stored_rows(jobs, daemon, new_keys)
-                stored = [a + b for a, b in zip(stored, counts, strict=True)]
-                new_rows.append(kept)
+                kept.append(stored_rows(jobs, daemon, new_keys))
             with conn.pipeline():
-                for level, (count_rows, duration_rows) in aggregate(new_rows[0], new_rows[1]).rows().items():
+                for level, (count_rows, duration_rows) in rollup_of(jobs, kept[0], kept[1]).rows().items():
                     counts_sql, durations_sql = _UPSERTS[level]
                     if count_rows:
                         cur.execute(counts_sql, _columns(count_rows))
                     if duration_rows:
                         cur.execute(durations_sql, _columns(duration_rows))
-        return stored
+        return [len(c) + len(d) for c, d in zip(kept[0], kept[1], strict=True)]
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """See :meth:`Storage.query`."""

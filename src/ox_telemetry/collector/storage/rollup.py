@@ -9,10 +9,10 @@ microsecond a row; doing it in SQL costs twenty.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .base import Row
+from .base import Row, WriteJob
 from .schema import CLIENT_NAMES, DAEMON_NAMES, LEVELS
 
 #: Longest dimension value kept in a rollup key (PostgreSQL's B-tree entries are bounded).
@@ -29,10 +29,16 @@ class Rollup:
     """Counts to add: ``counts[(level, dim, bucket, value)] = [events, errors]`` and
     ``durations[(level, bucket, command, bin)] = events``; buckets in Unix seconds."""
 
-    counts: defaultdict[tuple[int, str, int, str], list[int]] = field(
-        default_factory=lambda: defaultdict(lambda: [0, 0])
-    )
+    counts: defaultdict[tuple[int, str, int, str], list[int]] = field(default_factory=lambda: defaultdict(_pair))
     durations: Counter[tuple[int, int, str, int]] = field(default_factory=Counter)
+
+    def merge(self, other: Rollup) -> None:
+        """Add ``other``'s counts to these."""
+        for key, (n, errors) in other.counts.items():
+            cell = self.counts[key]
+            cell[0] += n
+            cell[1] += errors
+        self.durations.update(other.durations)
 
     def add(self, minute: int, dims: list[tuple[str, str]], n: int, errors: int) -> None:
         """Count ``n`` events (``errors`` of them errors) of ``minute`` under each (dimension, value)."""
@@ -61,38 +67,48 @@ class Rollup:
         return out
 
 
+def _pair() -> list[int]:
+    return [0, 0]  # a module-level function, not a lambda: a Rollup crosses to the writer process pickled
+
+
 def _minute(event_us: int, received_us: int, flag: str | None) -> int:
     # Charted at the corrected client time, unless that was implausible: then at the receive time.
     return (event_us if flag is None else received_us) // 60_000_000 * 60
 
 
-# (minute, type, command if a command run, cli_version, os/arch, agent_type, time_flag, error, duration bin)
-_ClientCombo = tuple[int, str, "str | None", str, str, str, "str | None", bool, "int | None"]
+# (minute, type, command if a command run, cli_version, os/arch, agent_type, time_flag, error)
+_ClientCombo = tuple[int, str, "str | None", str, str, str, "str | None", bool]
+# (minute, command, duration bin)
+_DurationCombo = tuple[int, str, int]
 # (minute, event, time_flag)
 _DaemonCombo = tuple[int, str, "str | None"]
 
 
 def aggregate(client_rows: Iterable[Row], daemon_rows: Iterable[Row]) -> Rollup:
     """The rollup of stored rows (schema column order)."""
-    # Count identical combinations first: the rows of a batch share most values.
+    # Count identical combinations first: the rows of a batch share most values. Durations are counted
+    # apart, as nearly every run has a bin of its own and would otherwise make every row a combination.
     clients: Counter[_ClientCombo] = Counter()
+    durations: Counter[_DurationCombo] = Counter()
     c_type, c_time, c_recv, c_flag = _C["type"], _C["event_time"], _C["received_at"], _C["time_flag"]
     c_cmd, c_ok, c_agent, c_ver = _C["command"], _C["success"], _C["agent_type"], _C["cli_version"]
     c_os, c_arch, c_bin = _C["os"], _C["arch"], _C["duration_bin"]
     for r in client_rows:
         kind = r[c_type]
         run = kind in COMMAND_TYPES
+        minute = _minute(r[c_time], r[c_recv], r[c_flag])
         clients[(
-            _minute(r[c_time], r[c_recv], r[c_flag]), kind, r[c_cmd] if run else None, r[c_ver],
-            f"{r[c_os]}/{r[c_arch]}", r[c_agent], r[c_flag], run and (kind == "command_error" or not r[c_ok]),
-            r[c_bin],
+            minute, kind, r[c_cmd] if run else None, r[c_ver], f"{r[c_os]}/{r[c_arch]}", r[c_agent], r[c_flag],
+            run and (kind == "command_error" or not r[c_ok]),
         )] += 1
+        if run and r[c_bin] is not None:
+            durations[(minute, r[c_cmd], r[c_bin])] += 1
     daemons: Counter[_DaemonCombo] = Counter()
     d_event, d_time, d_recv, d_flag = _D["event"], _D["event_time"], _D["received_at"], _D["time_flag"]
     for r in daemon_rows:
         daemons[(_minute(r[d_time], r[d_recv], r[d_flag]), r[d_event], r[d_flag])] += 1
     rollup = Rollup()
-    for (minute, kind, command, version, platform, agent, flag, error, index), n in clients.items():
+    for (minute, kind, command, version, platform, agent, flag, error), n in clients.items():
         dims = [("total", "events"), ("type", kind), ("cli_version", version), ("os_arch", platform),
                 ("agent_type", agent)]
         if command is not None:
@@ -100,14 +116,25 @@ def aggregate(client_rows: Iterable[Row], daemon_rows: Iterable[Row]) -> Rollup:
         if flag is not None:
             dims.append(("time_flag", flag))
         rollup.add(minute, dims, n, n if error else 0)
-        if command is not None and index is not None:
-            rollup.add_duration(minute, command, index, n)
+    for (minute, command, index), n in durations.items():
+        rollup.add_duration(minute, command, index, n)
     for (minute, name, flag), n in daemons.items():
         dims = [("total", "daemon"), ("daemon", name)]
         if flag is not None:
             dims.append(("time_flag", flag))
         rollup.add(minute, dims, n, 0)
     return rollup
+
+
+def rollup_of(jobs: Sequence[WriteJob], client_kept: Sequence[Sequence[Row]],
+              daemon_kept: Sequence[Sequence[Row]]) -> Rollup:
+    """The rollup of the rows each job stored: the job's own, aggregated when it was parsed, when all of its
+    rows were new (the common case, and the aggregation then ran beside the writer, not in it); else its kept rows'."""
+    total = Rollup()
+    for job, clients, daemons in zip(jobs, client_kept, daemon_kept, strict=True):
+        whole = len(clients) == len(job.client_rows) and len(daemons) == len(job.daemon_rows)
+        total.merge(job.rollup if whole and job.rollup is not None else aggregate(clients, daemons))
+    return total
 
 
 def upsert_rollup(level_name: str, rollup_rows: str, duration_rows: str) -> tuple[str, str]:

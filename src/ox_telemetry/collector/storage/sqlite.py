@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import ConnectionPool, Row, Storage, StorageError, StoreUnavailable, WriteJob, stored_rows
-from .rollup import aggregate, upsert_rollup
+from .rollup import rollup_of, upsert_rollup
 from .schema import CLIENT_NAMES, DAEMON_NAMES, LEVEL_NAMES, LEVELS, SchemaTooNew, pending_migrations
 
 _BUSY_MS = 10_000  # another process holding the write lock (a second collector on the same file) waits, not fails
@@ -91,12 +91,11 @@ class SQLiteStorage(Storage):
         return stored
 
     def _insert(self, conn: sqlite3.Connection, jobs: Sequence[WriteJob]) -> list[int]:
-        stored = [0] * len(jobs)
-        new_rows: list[list[Row]] = []
+        kept: list[list[Sequence[Row]]] = []
         for daemon, table, statement in ((False, "events", _INSERT_CLIENT), (True, "daemon_events", _INSERT_DAEMON)):
             rows = [row for job in jobs for row in (job.daemon_rows if daemon else job.client_rows)]
             if not rows:
-                new_rows.append([])
+                kept.append([() for _ in jobs])
                 continue
             # The write lock is held since BEGIN IMMEDIATE and ids only grow: new rows are past this one.
             after = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
@@ -107,14 +106,12 @@ class SQLiteStorage(Storage):
                 new_keys = set(conn.execute(
                     f"SELECT coalesce(client_time, 0), {key} FROM {table} WHERE id > ? AND {key} IS NOT NULL",
                     (after,)))
-            counts, kept = stored_rows(jobs, daemon, new_keys)
-            stored = [a + b for a, b in zip(stored, counts, strict=True)]
-            new_rows.append(kept)
-        for level, (counts_rows, duration_rows) in aggregate(new_rows[0], new_rows[1]).rows().items():
+            kept.append(stored_rows(jobs, daemon, new_keys))
+        for level, (counts_rows, duration_rows) in rollup_of(jobs, kept[0], kept[1]).rows().items():
             upsert_counts, upsert_durations = _UPSERTS[level]
             conn.executemany(upsert_counts, counts_rows)
             conn.executemany(upsert_durations, duration_rows)
-        return stored
+        return [len(c) + len(d) for c, d in zip(kept[0], kept[1], strict=True)]
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """See :meth:`Storage.query`."""
