@@ -138,7 +138,9 @@ def bind_socket(path: str) -> tuple[socket.socket, int]:
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
-    sock.listen(1024)  # the server sets its own backlog again when it starts
+    # A CLI connects without waiting and drops its event when this queue is
+    # full, so bursts of short CLIs need room.
+    sock.listen(1024)
     sock.setblocking(False)
     return sock, os.lstat(path).st_ino
 

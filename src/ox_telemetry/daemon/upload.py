@@ -237,6 +237,10 @@ class Uploader:
         self._stopping = True
         self._wake.set()
 
+    def in_backoff(self) -> bool:
+        """Whether a failed send's backoff (or the endpoint's Retry-After) still runs."""
+        return time.monotonic() < self._next_attempt
+
     # -- sending -----------------------------------------------------------------
 
     async def send(self) -> bool:
