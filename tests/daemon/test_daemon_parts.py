@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,69 @@ def test_client_id_created_once_with_mode_0600(home: Path, monkeypatch: pytest.M
     assert stat.S_IMODE(os.stat(paths.client_id_path()).st_mode) == 0o600
     monkeypatch.setenv("SAGEOX_CLIENT_ID", "override")
     assert client_id() == "override"
+
+
+class _FakeTransport:
+    """Answers from a script of (status, headers) and records each request."""
+
+    def __init__(self, *answers: tuple[int, dict[str, str]]) -> None:
+        self.answers = list(answers)
+        self.sent: list[tuple[dict[str, str], bytes]] = []
+
+    def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Any:
+        from ox_telemetry.transport import HTTPResponse
+
+        self.sent.append((dict(headers), body))
+        status, extra = self.answers.pop(0) if self.answers else (200, {})
+        return HTTPResponse(status, extra)
+
+
+def _uploader(tmp_path: Path, transport: _FakeTransport, events: int) -> Any:
+    from ox_telemetry.daemon.upload import Uploader
+
+    spool = Spool(str(tmp_path / "s"))
+    spool.open()
+    spool.append([protocol.own_event_line("e", {"n": i}) for i in range(events)])
+    return Uploader(spool, transport, "http://x/tevents", "cid", Settings(base=0.01, cap=600))
+
+
+def test_uploader_honours_retry_after_then_delivers(tmp_path: Path) -> None:
+    import asyncio
+    import gzip
+    import time
+
+    transport = _FakeTransport((503, {"Retry-After": "2"}))
+    uploader = _uploader(tmp_path, transport, 1200)
+    assert asyncio.run(uploader.send()) is False
+    assert uploader.in_backoff() and uploader.status()["backoff_s"] >= 1.9  # never sooner than Retry-After
+    assert uploader.status()["last_error"] == "HTTP 503" and uploader.spool.pending == 1200
+    uploader._next_attempt = time.monotonic()  # the backoff has passed
+    assert asyncio.run(uploader.send()) is True
+    sizes = [len(json.loads(gzip.decompress(body))["events"]) for _, body in transport.sent[1:]]
+    assert sizes == [500, 500, 200] and uploader.delivered == 1200 and uploader.spool.pending == 0
+    assert all(h["Content-Encoding"] == "gzip" for h, _ in transport.sent)
+
+
+def test_uploader_drops_refused_batches_and_falls_back_from_gzip(tmp_path: Path) -> None:
+    import asyncio
+
+    transport = _FakeTransport((415, {}), (200, {"X-SageOx-Interval": "2m"}), (422, {}))
+    uploader = _uploader(tmp_path, transport, 600)
+    assert asyncio.run(uploader.send()) is True
+    assert [h.get("Content-Encoding") for h, _ in transport.sent] == ["gzip", None, None]
+    assert uploader.delivered == 500 and uploader.dropped["rejected"] == 100
+    assert uploader.interval == 120.0 and uploader.spool.pending == 0
+
+
+def test_backoff_grows_with_full_jitter_up_to_the_cap(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    transport = _FakeTransport(*[(500, {})] * 40)
+    uploader = _uploader(tmp_path, transport, 1)
+    delays = []
+    for _ in range(30):
+        asyncio.run(uploader.send())
+        delays.append(uploader._next_attempt - time.monotonic())
+    assert max(delays) <= 600 and max(delays[-10:]) > 10  # capped at 10 minutes, and it does grow
+    assert all(d <= 0.01 * 2 ** i + 0.01 for i, d in enumerate(delays[:10]))
