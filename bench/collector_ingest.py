@@ -331,14 +331,14 @@ def main() -> None:
     parser.add_argument("--postgres", metavar="DSN", help="also measure PostgreSQL (a fresh schema is used)")
     parser.add_argument("--dashboard", type=int, metavar="N", default=0,
                         help="seed N events (e.g. 1000000) and time the stats API")
-    parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true", help="skip the SQLite ingest run")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="ox-bench-")
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; work dir {tmp}")
     if not args.skip_sqlite:
         bench_store("SQLite", lambda name: f"sqlite://{tmp}/{name}.sqlite3", args.seconds, args.connections)
-        if args.dashboard:
-            bench_dashboard(f"sqlite://{tmp}/dashboard.sqlite3", args.dashboard)
+    if args.dashboard:
+        bench_dashboard(f"sqlite://{tmp}/dashboard.sqlite3", args.dashboard)
     if args.postgres:
         import psycopg
 
@@ -354,8 +354,6 @@ def main() -> None:
 
         try:
             bench_store("PostgreSQL", pg, args.seconds, args.connections)
-            if args.dashboard:
-                bench_dashboard(pg("dashboard"), args.dashboard)
         finally:
             with psycopg.connect(args.postgres, autocommit=True) as conn:
                 for schema in schemas:
