@@ -134,7 +134,9 @@ class Daemon:
         self.dropped: dict[str, int] = {"invalid": 0, "disk": 0}
         self.started = time.monotonic()
         self._stop_requested: asyncio.Event | None = None
-        self._queue_workers: dict[str, threading.Thread] = {}
+        self._queue_workers: dict[str, threading.Thread] = {}  # flush_queue runs, by queue path
+        self._queue_again: set[str] = set()  # queues asked for again while being sent
+        self._queue_lock = threading.Lock()
         self._threads_stop = threading.Event()  # ends the hand-off deliveries' waits
 
     # -- ingest ------------------------------------------------------------------
@@ -228,23 +230,35 @@ class Daemon:
 
     def _hand_off(self, payload: dict[str, Any]) -> None:
         path = payload["queue_path"]
-        worker = self._queue_workers.get(path)
-        if worker is not None and worker.is_alive():
-            return  # that queue is being sent; the new events will be claimed by that run
+        with self._queue_lock:
+            if path in self._queue_workers:  # a worker removes itself, under this lock, as it ends
+                # That queue is being sent. Its run may be past its last claim, so it is told to run
+                # once more: events appended since are then not left waiting for the next CLI.
+                self._queue_again.add(path)
+                return
         delivery = Delivery(
             JsonlQueue(path), UrllibTransport(), payload["url"], str(payload.get("cli_version", "")),
             wait=self._threads_stop.wait,
         )
 
         def run() -> None:
-            try:
-                log.debug("queue %s: %s", path, delivery.run())
-            except Exception as exc:  # a bad queue must not end the daemon
-                log.warning("sending queue %s failed: %r", path, exc)
+            while True:
+                try:
+                    outcome = delivery.run()
+                    log.debug("queue %s: %s", path, outcome)
+                except Exception as exc:  # a bad queue must not end the daemon
+                    log.warning("sending queue %s failed: %r", path, exc)
+                    outcome = "failed"
+                with self._queue_lock:
+                    again = path in self._queue_again and outcome == "delivered"
+                    self._queue_again.discard(path)
+                    if not again:
+                        self._queue_workers.pop(path, None)
+                        return
 
         worker = threading.Thread(target=run, name="ox-telemetry-queue", daemon=True)
-        self._queue_workers = {p: t for p, t in self._queue_workers.items() if t.is_alive()}
-        self._queue_workers[path] = worker
+        with self._queue_lock:
+            self._queue_workers[path] = worker
         worker.start()
 
     def status(self) -> dict[str, Any]:
@@ -256,7 +270,7 @@ class Daemon:
             **self.uploader.status(),
             "received": self.received, "spooled": self.spool.pending, "dropped": dropped,
             "connections": len(self.connections),
-            "queues_in_flight": sum(1 for t in self._queue_workers.values() if t.is_alive()),
+            "queues_in_flight": len(self._queue_workers),
         }
 
     # -- accepting ----------------------------------------------------------------------
