@@ -52,6 +52,8 @@ SENSITIVE: list[tuple[str, str]] = [
     ("[2001:db8::1]:443", "2001:db8::1"),
     ("fe80::1%eth0", "fe80::1"),
     ("2001:0db8:0000:0000:0000:ff00:0042:8329", "2001:0db8"),
+    ("wlan0 aa:bb:cc:dd:ee:ff", "aa:bb:cc:dd:ee:ff"),
+    ("00-1A-2B-3C-4D-5E", "00-1A-2B-3C-4D-5E"),
     # URLs with credentials, query strings, fragments
     ("https://bob:hunter2@example.com/repo.git", "hunter2"),
     ("https://x-access-token:abc123@github.com/org/repo", "abc123"),
@@ -125,6 +127,7 @@ ORDINARY: list[str] = [
     "Bearer token required", "token expired",
     "password reset", "the secret sauce", "user@", "pkg@1.2.3", "@scope/pkg", "100%", "true", "",
     "coworker:reviewer", "daemon:start_failure", "a:b", "ab:cd:ef", "localhost:8080", "v1.2.3.4",
+    "2026-11-27T21:53:29.123456+00:00", "sha256", "aa-bb", "12:30",
 ]
 
 
@@ -174,6 +177,12 @@ def test_generic_account_names_are_not_words_to_hide(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("USER", "runner")
     assert scrub("runner start") == "runner start"
     assert scrub("/home/runner/work/x.py") == "~/<path>/x.py"
+
+
+def test_a_user_named_like_a_placeholder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/path")
+    monkeypatch.setenv("USER", "path")
+    assert scrub("/srv/a/b.txt path") == "<path>/b.txt <user>"
 
 
 def test_scrub_never_raises_and_is_fast(alice: None) -> None:
