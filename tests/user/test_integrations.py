@@ -178,6 +178,8 @@ def test_typer_through_its_test_runner(client: Client, project: Path) -> None:
     runner = TyperRunner()
     assert runner.invoke(app, ["one", "-c", "5"]).exit_code == 0
     assert runner.invoke(app, ["two"]).exit_code == 1
+    stats = client.get_stats()
+    assert (stats.command_count, stats.error_count, stats.command_counts) == (2, 1, {"one": 1, "two": 1})
     assert _summary(_recorded(project)) == [
         ("command_start", "one", "", "", "count"),
         ("command_complete", "one", "", "0", "count"),
