@@ -232,3 +232,13 @@ def test_backoff_grows_with_full_jitter_up_to_the_cap(tmp_path: Path) -> None:
         delays.append(uploader._next_attempt - time.monotonic())
     assert max(delays) <= 600 and max(delays[-10:]) > 10  # capped at 10 minutes, and it does grow
     assert all(d <= 0.01 * 2 ** i + 0.01 for i, d in enumerate(delays[:10]))
+
+
+def test_upload_scrubs_every_string_prop_value() -> None:
+    raw = json.dumps({"type": "telemetry", "payload": {"event": "e", "props": {
+        "who": "bob@example.com", "nested": {"list": ["mail alice@example.org", 3]}, "n": 7, "ok": True}}})
+    body, count = build_body("cid", [protocol.spool_line(raw.encode(), protocol.Stamp())])
+    props = json.loads(body)["events"][0]["props"]
+    assert count == 1
+    assert "example" not in json.dumps(props) and "<redacted:email>" in props["who"]
+    assert props["nested"]["list"][1] == 3 and props["n"] == 7 and props["ok"] is True

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import importlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from .. import __version__, paths, retry
+from ..scrub import scrub
 from ..transport import Transport, header
 from .settings import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Settings
 from .spool import Spool
@@ -93,28 +93,13 @@ def client_id() -> str:
     return value
 
 
-def _load_scrubber() -> Callable[[str], str] | None:
-    # ox_telemetry.scrub is another engineer's module; used when present.
-    try:
-        module = importlib.import_module("ox_telemetry.scrub")
-    except ImportError:
-        return None
-    scrub = getattr(module, "scrub", None)
-    return scrub if callable(scrub) else None
-
-
-_scrubber = _load_scrubber()
-
-
 def scrub_value(value: Any) -> Any:
     """``value`` with every string in it (nested ones too) passed through ``ox_telemetry.scrub.scrub``.
 
     The one place where daemon event props are scrubbed before upload.
     """
-    if _scrubber is None:
-        return value
     if isinstance(value, str):
-        return _scrubber(value)
+        return scrub(value)
     if isinstance(value, dict):
         return {k: scrub_value(v) for k, v in value.items()}
     if isinstance(value, list):
