@@ -31,6 +31,16 @@ class Request:
             self.body = None
 
 
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes: the tests' one way to wait, never a bare sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
 class Endpoint:
     """Answers POSTs as told: ``status``, extra ``headers``, a ``delay``, or ``hang`` until closed."""
 
@@ -93,14 +103,9 @@ class Endpoint:
     def event_ids(self) -> list[str]:
         return [e["event_id"] for e in self.accepted_events()]
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-        """Poll ``predicate`` until true or ``timeout``; returns its last value."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return predicate()
+    def wait_for(self, predicate: Callable[[], object], timeout: float = 30.0) -> bool:
+        """Poll ``predicate`` until true or ``timeout``; whether it became true."""
+        return wait_until(predicate, timeout)
 
     def close(self) -> None:
         self._closing.set()

@@ -308,12 +308,15 @@ class Client:
             merged = dict(props) if isinstance(props, dict) else {}
             merged.setdefault("app_type", "ox")
             merged.setdefault("app_version", self.version)
-            message = {"type": "telemetry", "payload": {"event": str(event_type), "props": merged}}
             if self._debug:
                 from . import _jsonlite
+                from .scrub import scrub_value
 
-                self._print(_jsonlite.dumps(message))
+                # The props as the daemon will send them: scrubbed.
+                payload = {"event": str(event_type), "props": scrub_value(merged)}
+                self._print(_jsonlite.dumps({"type": "telemetry", "payload": payload}))
                 return
+            message = {"type": "telemetry", "payload": {"event": str(event_type), "props": merged}}
             if _sends_held():
                 return  # one-way and unqueued: in the notice's run it cannot wait for a later one
             ipc.send(message)

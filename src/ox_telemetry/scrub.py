@@ -236,6 +236,17 @@ def scrub_event(event: "dict[str, Any]") -> "dict[str, Any]":
     return out
 
 
+def scrub_value(value: "Any") -> "Any":
+    """``value`` with every string in it, nested ones too, scrubbed: daemon event props."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_value(v) for v in value]
+    return value
+
+
 def scrub_line(line: str) -> str:
     """One JSON event line, scrubbed; the very same text when nothing needed replacing."""
     import json

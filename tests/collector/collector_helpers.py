@@ -13,28 +13,18 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from loopback import wait_until
 from ox_telemetry.collector.app import Collector, create_app
 from ox_telemetry.collector.config import Config
 from ox_telemetry.collector.storage import open_storage
 
 VECTORS = Path(__file__).parent.parent / "vectors"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # -- HTTP ---------------------------------------------------------------------------------------------------------

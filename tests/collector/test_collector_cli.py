@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from collector_helpers import batch, event, start_process, wait_until
+from collector_helpers import batch, event, start_process
 
+from loopback import wait_until
 from ox_telemetry.collector.storage import open_storage
 
 

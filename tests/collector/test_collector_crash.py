@@ -6,8 +6,9 @@ import http.client
 import json
 import threading
 
-from collector_helpers import batch, event, start_process, wait_until
+from collector_helpers import batch, event, start_process
 
+from loopback import wait_until
 from ox_telemetry.collector.storage import open_storage
 
 

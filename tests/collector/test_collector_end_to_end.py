@@ -9,8 +9,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from collector_helpers import start_process, wait_until
+from collector_helpers import start_process
 
+from loopback import wait_until
 from ox_telemetry import Client
 from ox_telemetry.collector.storage import open_storage
 

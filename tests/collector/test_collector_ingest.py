@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from collector_helpers import VECTORS, Reply, Server, batch, event, wait_until
+from collector_helpers import VECTORS, Reply, Server, batch, event
 
+from loopback import wait_until
 from ox_telemetry.collector.body import MAX_BODY, MAX_DECODED
 from ox_telemetry.collector.ingest import MAX_EVENT_BYTES, MAX_EVENTS
 

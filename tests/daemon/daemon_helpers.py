@@ -8,23 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from loopback import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, step: float = 0.02) -> bool:
-    """Poll ``predicate`` until truthy or ``timeout``; returns whether it became true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 def cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -94,7 +84,7 @@ class DaemonProcess:
                 [PYTHON, "-m", "ox_telemetry.cli", "daemon", "run", "-v"], stdout=log, stderr=log,
                 env=dict(os.environ),
             )
-        assert wait_for(self._answers, timeout), f"daemon did not start:\n{self.log()}"
+        assert wait_until(self._answers, timeout), f"daemon did not start:\n{self.log()}"
         return self
 
     def _answers(self) -> bool:

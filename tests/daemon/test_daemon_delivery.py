@@ -8,9 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from daemon_helpers import DaemonProcess, connect, read_line, request, status, telemetry_line, wait_for
+from daemon_helpers import DaemonProcess, connect, read_line, request, status, telemetry_line
 
-from loopback import Endpoint, refusing_url
+from loopback import Endpoint, refusing_url, wait_until
 
 SENDERS = 8
 PER_SENDER = 5000
@@ -47,7 +47,7 @@ def test_eight_senders_every_event_delivered_once(daemon: DaemonProcess, endpoin
     for thread in threads:
         thread.join(60)
     total = SENDERS * PER_SENDER
-    assert wait_for(lambda: status()["received"] >= total + 1, 30)  # + its own app:startup
+    assert wait_until(lambda: status()["received"] >= total + 1, 30)  # + its own app:startup
     assert endpoint.wait_for(lambda: len(_sent(endpoint)) >= total, 40), status()
     sent = _sent(endpoint)
     assert len(sent) == total and len(set(sent)) == total
@@ -87,7 +87,7 @@ def test_outage_then_recovery_delivers_everything_once(
         assert "Connection refused" in (status()["last_error"] or "")
         endpoint = Endpoint(port=port)
         endpoint.status, endpoint.hang = 503, True  # phase 2: accepts, never answers (recorded as 503)
-        assert wait_for(lambda: endpoint is not None and len(endpoint.requests) >= 1, 10)
+        assert wait_until(lambda: endpoint is not None and len(endpoint.requests) >= 1, 10)
         time.sleep(1.0)
         endpoint.hang = False  # phase 3: 503 with Retry-After: 1
         endpoint.headers = {"Retry-After": "1"}
@@ -125,7 +125,7 @@ def test_kill9_under_load_loses_nothing_counted(daemon_env: Endpoint, tmp_path: 
     threads = [threading.Thread(target=_blast, args=(s, 8000, stop, acked)) for s in range(4)]
     for thread in threads:
         thread.start()
-    assert wait_for(lambda: sum(acked) >= 12_000, 30)
+    assert wait_until(lambda: sum(acked) >= 12_000, 30)
     endpoint.status = 200  # sending resumes mid-load: the kill lands between spool, send and cursor
     time.sleep(0.3)
     daemon.kill9()
@@ -170,3 +170,20 @@ def test_rejected_batch_is_dropped_and_counted(daemon: DaemonProcess, endpoint: 
         sock.sendall(telemetry_line("good") + b'{"type":"flush"}\n')
         assert read_line(sock)["success"] is True  # type: ignore[index]
     assert Counter(e["event"] for e in endpoint.accepted_events())["good"] == 1
+
+
+def test_a_user_who_opts_out_later_sends_nothing_more(daemon: DaemonProcess, endpoint: Endpoint) -> None:
+    from ox_telemetry import paths
+
+    assert endpoint.wait_for(lambda: status()["delivered"] >= 1)  # app:startup, sent while telemetry was on
+    before = len(endpoint.accepted_events())
+    config = Path(paths.user_config_file())
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("telemetry_enabled: false\n")  # what `ox-telemetry disable` writes
+    with connect() as sock:
+        sock.sendall(telemetry_line("after-opt-out") * 4 + b'{"type":"flush"}\n')
+        answer = read_line(sock)
+    assert answer is not None and answer["success"] is True
+    data = status()
+    assert data["dropped"]["opted_out"] == 4 and data["spooled"] == 0
+    assert len(endpoint.accepted_events()) == before  # nothing more left the machine

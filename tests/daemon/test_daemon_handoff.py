@@ -9,9 +9,9 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from daemon_helpers import DaemonProcess, request, wait_for
+from daemon_helpers import DaemonProcess, request
 
-from loopback import Endpoint
+from loopback import Endpoint, wait_until
 from ox_telemetry import Client, FileQueue
 
 CLI_RUN = """
@@ -39,8 +39,8 @@ def test_a_cli_queue_is_sent_by_the_daemon(daemon: DaemonProcess, endpoint: Endp
     client.stop()  # 12 queued: due, and handed to the daemon instead of a new uploader
     assert endpoint.wait_for(lambda: len(_cli_events(endpoint)) == 12)
     queue_path = str(project / ".sageox" / "cache" / "telemetry.jsonl")
-    assert wait_for(lambda: f"queue {queue_path}: delivered" in daemon.log(), 10), daemon.log()
-    assert wait_for(lambda: FileQueue(str(project)).count() == 0)
+    assert wait_until(lambda: f"queue {queue_path}: delivered" in daemon.log(), 10), daemon.log()
+    assert wait_until(lambda: FileQueue(str(project)).count() == 0)
     body = next(r.body for r in endpoint.requests if r.path == "/api/v1/telemetry")
     assert body["cli_version"] == "9.9.9"
 

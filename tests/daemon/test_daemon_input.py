@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 import pytest
-from daemon_helpers import DaemonProcess, connect, read_line, request, status, telemetry_line, wait_for
+from daemon_helpers import DaemonProcess, connect, read_line, request, status, telemetry_line
 
-from loopback import Endpoint
+from loopback import Endpoint, wait_until
 
 
 def _answer(raw: bytes) -> dict[str, Any] | None:
@@ -73,7 +73,7 @@ def test_bad_input_storm_then_good_message_is_delivered(daemon: DaemonProcess, e
         sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in wrong) + b'{"type":"ping"}\n')
         assert read_line(sock)["success"] is True  # type: ignore[index]
     assert status()["dropped"]["invalid"] == len(wrong)
-    assert wait_for(lambda: "payload.event must be a non-empty string" in daemon.log(), 5)
+    assert wait_until(lambda: "payload.event must be a non-empty string" in daemon.log(), 5)
 
     # A 2 MiB line: an error answer, then that connection is closed.
     with connect() as sock:
@@ -95,7 +95,7 @@ def test_bad_input_storm_then_good_message_is_delivered(daemon: DaemonProcess, e
     assert status()["received"] == before
 
     # 200 connections at once: at most 100 are kept, the rest told why and closed.
-    assert wait_for(_only_one_connection)  # the earlier ones are gone
+    assert wait_until(_only_one_connection)  # the earlier ones are gone
     opened: list[socket.socket] = []
     refused = 0
     try:
@@ -115,7 +115,7 @@ def test_bad_input_storm_then_good_message_is_delivered(daemon: DaemonProcess, e
     finally:
         for sock in opened:
             sock.close()
-    assert wait_for(_only_one_connection)  # once the daemon has seen them close, it serves again
+    assert wait_until(_only_one_connection)  # once the daemon has seen them close, it serves again
     _good_message_delivered(endpoint, "after-storm")
 
 
@@ -158,7 +158,7 @@ def test_send_to_daemon_bursts_are_all_taken_in(daemon: DaemonProcess, endpoint:
     # a CLI never waits for the daemon: past a full backlog its event is dropped, by design.
     for i in range(500):
         client.send_to_daemon("burst", {"i": i})
-    assert wait_for(lambda: status()["received"] >= 501, 20), status()
+    assert wait_until(lambda: status()["received"] >= 501, 20), status()
     assert request("flush")["success"] is True  # type: ignore[index]
     got = [e["props"] for e in endpoint.accepted_events() if e["event"] == "burst"]
     assert sorted(p["i"] for p in got) == list(range(500))

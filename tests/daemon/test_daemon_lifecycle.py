@@ -11,9 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from daemon_helpers import DaemonProcess, cli, read_line, request, status, wait_for
+from daemon_helpers import DaemonProcess, cli, read_line, request, status
 
-from loopback import Endpoint
+from loopback import Endpoint, wait_until
 from ox_telemetry import paths
 
 
@@ -139,4 +139,4 @@ def test_connections_from_other_users_are_closed(daemon: DaemonProcess) -> None:
         mine.connect(sock_path)
         mine.sendall(b'{"type":"ping"}\n')
         assert read_line(mine)["success"] is True  # type: ignore[index]
-    assert wait_for(lambda: "closed a connection from uid 65534" in daemon.log(), 5)
+    assert wait_until(lambda: "closed a connection from uid 65534" in daemon.log(), 5)

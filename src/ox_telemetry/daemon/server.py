@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from .. import __version__
+from .. import __version__, consent
 from ..delivery import Delivery
 from ..queue import JsonlQueue
 from ..transport import UrllibTransport
@@ -230,6 +230,9 @@ class Daemon:
 
     def _hand_off(self, payload: dict[str, Any]) -> None:
         path = payload["queue_path"]
+        if not consent.decide().enabled:  # the user opted out since that CLI recorded: leave its queue alone
+            log.debug("not sending queue %s: telemetry is turned off", path)
+            return
         with self._queue_lock:
             if path in self._queue_workers:  # a worker removes itself, under this lock, as it ends
                 # That queue is being sent. Its run may be past its last claim, so it is told to run

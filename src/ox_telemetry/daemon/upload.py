@@ -3,7 +3,9 @@
 Batches of at most 500 events, gzip bodies, exponential backoff with full
 jitter (cap 10 minutes) on network errors, 408, 429 and 5xx, never sooner
 than ``Retry-After``; any other 4xx drops that batch (counted as
-``rejected``). A response's ``X-SageOx-Interval`` (a Go duration) sets the
+``rejected``). When the user has opted out (CONTRACT.md section 4, the
+per-user rules; read again before every send) nothing is sent and what is
+spooled is deleted (counted as ``opted_out``). A response's ``X-SageOx-Interval`` (a Go duration) sets the
 send interval, clamped to 10 s … 24 h.
 
 The HTTP request runs in a daemon thread so the event loop keeps taking
@@ -26,8 +28,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from .. import __version__, paths, retry
-from ..scrub import scrub
+from .. import __version__, consent, paths, retry
+from ..scrub import scrub_value
 from ..transport import Transport, header
 from .settings import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Settings
 from .spool import Spool
@@ -90,20 +92,6 @@ def client_id() -> str:
         os.replace(tmp, path)
     except OSError as exc:  # still usable for this run
         log.warning("could not save the client id to %s: %s", path, exc)
-    return value
-
-
-def scrub_value(value: Any) -> Any:
-    """``value`` with every string in it (nested ones too) passed through ``ox_telemetry.scrub.scrub``.
-
-    The one place where daemon event props are scrubbed before upload.
-    """
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, dict):
-        return {k: scrub_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub_value(v) for v in value]
     return value
 
 
@@ -171,7 +159,7 @@ class Uploader:
         self.settings = settings
         self.interval = settings.interval
         self.delivered = 0
-        self.dropped: dict[str, int] = {"rejected": 0, "malformed": 0}
+        self.dropped: dict[str, int] = {"rejected": 0, "malformed": 0, "opted_out": 0}
         self.requests = 0
         self.last_error = ""
         self.last_success = ""
@@ -232,10 +220,15 @@ class Uploader:
         """Send everything spooled now (one attempt per batch); True when the spool is empty afterwards."""
         async with self._lock:
             self._next_regular = time.monotonic() + self.interval
+            opted_out = not consent.decide().enabled
             while True:
                 batch = self.spool.read_batch(self.settings.batch, self.settings.batch_bytes)
                 if batch is None:
                     return True
+                if opted_out:  # the user said no after these were recorded: they never leave the machine
+                    self.spool.commit(batch)
+                    self.dropped["opted_out"] += len(batch.lines)
+                    continue
                 body, count = await in_thread(partial(build_body, self.clientid, batch.lines))
                 if count < len(batch.lines):
                     self.dropped["malformed"] += len(batch.lines) - count
