@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,4 +60,33 @@ def endpoint() -> Iterator[Endpoint]:
     """A real HTTP server on loopback, answering 200 until told otherwise."""
     server = Endpoint()
     yield server
+    server.close()
+
+
+@pytest.fixture
+def stand_in_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """A real Unix socket listener standing in for the daemon: yields the messages it read, and answers
+    every message but one-way ``telemetry`` with ``{"success": true}`` as the daemon does."""
+    path = str(tmp_path / "d.sock")
+    monkeypatch.setenv("OX_TELEMETRY_SOCKET", path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+    seen: list[Any] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                for line in conn.makefile("rb"):
+                    message = json.loads(line)
+                    seen.append(message)
+                    if message.get("type") != "telemetry":
+                        conn.sendall(b'{"success": true, "data": {"pid": 1}}\n')
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield seen
     server.close()

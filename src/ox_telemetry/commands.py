@@ -390,16 +390,20 @@ def _print_json(value: object) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
 
+def _report(value: Any, as_json: bool, as_text: Callable[[Any], str]) -> int:
+    """Print ``value`` as JSON or as text; exit code 0."""
+    if as_json:
+        _print_json(value)
+    else:
+        print(as_text(value))
+    return 0
+
+
 def status_main(argv: Sequence[str], prog: str = "ox-telemetry status") -> int:
     """``status [--json] [--project DIR] [--endpoint URL]``."""
     args = _parser(prog, "Whether telemetry is on, which rule decided it, and what waits.", as_json=True
                    ).parse_args(list(argv))
-    info = status(args.project, args.endpoint)
-    if args.json:
-        _print_json(info)
-    else:
-        print(_format_status(info))
-    return 0
+    return _report(status(args.project, args.endpoint), args.json, _format_status)
 
 
 def enable_main(argv: Sequence[str], prog: str = "ox-telemetry enable") -> int:
@@ -432,12 +436,7 @@ def show_main(argv: Sequence[str], prog: str = "ox-telemetry show") -> int:
     """``show [--json] [--project DIR] [--endpoint URL]``: exactly what would be sent."""
     args = _parser(prog, "Print exactly what would be sent (scrubbed), from the project queue and the spool.",
                    as_json=True).parse_args(list(argv))
-    queues = show(args.project, args.endpoint)
-    if args.json:
-        _print_json(queues)
-    else:
-        print(_format_show(queues))
-    return 0
+    return _report(show(args.project, args.endpoint), args.json, _format_show)
 
 
 def flush_main(argv: Sequence[str], prog: str = "ox-telemetry flush") -> int:

@@ -10,9 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,42 +155,14 @@ def test_stop_is_prompt_while_the_transport_hangs(project: Path, endpoint: Endpo
     gate.set()
 
 
-@pytest.fixture
-def daemon_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
-    """A real Unix socket listener standing in for the daemon; yields the lines it read."""
-    path = tmp_path / "d.sock"
-    monkeypatch.setenv("OX_TELEMETRY_SOCKET", str(path))
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(8)
-    lines: list[bytes] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while chunk := conn.recv(65536):
-                    data += chunk
-                lines.extend(data.splitlines())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield lines
-    server.close()
-
-
-def test_send_to_daemon_writes_one_line(daemon_socket: list[bytes]) -> None:
+def test_send_to_daemon_writes_one_line(stand_in_daemon: list[Any]) -> None:
     client = Client("s", version="1.2.3")
     client.send_to_daemon("sync:complete", {"duration_ms": 1200, "ok": True})
     client.send_to_daemon("custom", {"app_type": "mine"})
     deadline = time.monotonic() + 10
-    while len(daemon_socket) < 2 and time.monotonic() < deadline:
+    while len(stand_in_daemon) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    first, second = (json.loads(line) for line in daemon_socket[:2])
+    first, second = stand_in_daemon[:2]
     reference = json.loads((VECTORS / "ipc_telemetry.ndjson").read_text())
     assert first == {**reference, "payload": {**reference["payload"], "props": {
         **reference["payload"]["props"], "app_version": "1.2.3"}}}

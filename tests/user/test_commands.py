@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,35 +101,9 @@ def test_status_reports_queues_daemon_and_last_send(
                                                                  cwd=project).stdout
 
 
-@pytest.fixture
-def fake_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """A socket answering ``ping`` as the daemon does; yields the messages it got."""
-    path = str(tmp_path / "d.sock")
-    monkeypatch.setenv("OX_TELEMETRY_SOCKET", path)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(8)
-    seen: list[Any] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                data = conn.recv(65536)
-                seen.append(json.loads(data))
-                conn.sendall(b'{"success": true, "data": {"pid": 1}}\n')
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield seen
-    server.close()
-
-
-def test_status_sees_a_running_daemon(fake_daemon: list[Any], tmp_path: Path) -> None:
+def test_status_sees_a_running_daemon(stand_in_daemon: list[Any], tmp_path: Path) -> None:
     assert ox_json("status", cwd=tmp_path)["daemon_running"] is True
-    assert fake_daemon == [{"type": "ping"}]
+    assert stand_in_daemon == [{"type": "ping"}]
     assert "daemon:       running" in ox("status", cwd=tmp_path).stdout
 
 

@@ -120,6 +120,12 @@ class Connection(asyncio.Protocol):
             self.transport.write(line)
 
 
+def _refuse(conn: Connection | _OneShot, error: ProtocolError) -> None:
+    """Answer a line that is not a message the daemon takes, precisely, and go on serving."""
+    log.debug("bad line: %s", error)
+    conn.reply(answer(False, str(error)))
+
+
 class Daemon:
     """The running daemon: socket server, spool, uploader and queue hand-offs."""
 
@@ -155,8 +161,7 @@ class Daemon:
             try:
                 message = decode(line)
             except ProtocolError as exc:
-                log.debug("bad line: %s", exc)
-                conn.reply(answer(False, str(exc)))
+                _refuse(conn, exc)
                 continue
             if type(message) is dict and message.get("type") == "telemetry":
                 error = telemetry_error(message)
@@ -171,8 +176,7 @@ class Daemon:
             try:
                 request = parse_request(message)
             except ProtocolError as exc:
-                log.debug("bad request: %s", exc)
-                conn.reply(answer(False, str(exc)))
+                _refuse(conn, exc)
                 continue
             self._handle_request(request, conn)
         self._spool(events)
