@@ -28,7 +28,7 @@ from .metrics import Metrics
 from .openapi import DOCUMENT
 from .stats import MAX_SPAN, query_stats
 from .storage import Storage, StorageError, WriteJob
-from .storage.rollup import aggregate
+from .storage.rollup import tally
 from .writer import Writer
 
 log = logging.getLogger("ox_telemetry.collector")
@@ -100,8 +100,8 @@ class Collector:
                 parsed = await run_in_threadpool(parse, body, received)
             else:
                 parsed = parse(body, received)
-            # Aggregated here, beside the writer: it is the busier of the two processes.
-            job = WriteJob(parsed.client_rows, parsed.daemon_rows, aggregate(parsed.client_rows, parsed.daemon_rows))
+            # Counted here, beside the writer: it is the busier of the two processes.
+            job = WriteJob(parsed.client_rows, parsed.daemon_rows, tally(parsed.client_rows, parsed.daemon_rows))
             stored = await self.writer.submit(job) if len(job) else 0
         except RequestError as exc:
             self.metrics.request_errors[exc.code] += 1

@@ -7,7 +7,7 @@ alone fell to under 1,000 with a busy thread beside it. A process of its own
 writes at full speed on the second core, and the server keeps the first.
 
 Frames both ways: a 4-byte big-endian length, then a pickle. In: first
-``(db_url, max_group)``, then ``(seq, client_rows, daemon_rows, rollup)``. Out: first
+``(db_url, max_group)``, then ``(seq, client_rows, daemon_rows, tally)``. Out: first
 ``("ready", None)`` or ``("failed", message)``, then ``(seq, stored_count)``
 or ``(seq, error_message)``. End of input: commit what is read, exit.
 """
@@ -104,7 +104,7 @@ def write_unique(storage: Storage, jobs: Sequence[WriteJob]) -> list[int]:
                 kept.append(row)
             parts.append(kept)
         whole = len(parts[0]) == len(job.client_rows) and len(parts[1]) == len(job.daemon_rows)
-        unique_jobs.append(WriteJob(parts[0], parts[1], job.rollup if whole else None))
+        unique_jobs.append(WriteJob(parts[0], parts[1], job.tally if whole else None))
     return storage.write(unique_jobs)
 
 
@@ -143,7 +143,7 @@ def serve(fd_in: int, fd_out: int) -> int:
         out.write(frame(("ready", None)))
         out.flush()
         while group := source.read_group(max_group):
-            results = commit(storage, [WriteJob(client, daemon, rollup) for _, client, daemon, rollup in group])
+            results = commit(storage, [WriteJob(client, daemon, counted) for _, client, daemon, counted in group])
             out.write(b"".join(frame((message[0], result)) for message, result in zip(group, results, strict=True)))
             out.flush()
     except BrokenPipeError:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .schema import Dialect, dedup_key
 
 if TYPE_CHECKING:
-    from .rollup import Rollup
+    from .rollup import Tally
 
 Row = tuple[Any, ...]
 
@@ -22,12 +22,12 @@ Row = tuple[Any, ...]
 class WriteJob:
     """The rows of one request: client events and daemon events, in column order (schema.py).
 
-    ``rollup``: the aggregate of all these rows (rollup.aggregate), when the producer computed it.
+    ``tally``: all these rows counted for the rollups (rollup.tally), when the producer counted them.
     """
 
     client_rows: Sequence[Row] = ()
     daemon_rows: Sequence[Row] = ()
-    rollup: Rollup | None = None
+    tally: Tally | None = None
 
     def __len__(self) -> int:
         return len(self.client_rows) + len(self.daemon_rows)

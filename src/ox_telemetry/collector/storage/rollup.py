@@ -32,14 +32,6 @@ class Rollup:
     counts: defaultdict[tuple[int, str, int, str], list[int]] = field(default_factory=lambda: defaultdict(_pair))
     durations: Counter[tuple[int, int, str, int]] = field(default_factory=Counter)
 
-    def merge(self, other: Rollup) -> None:
-        """Add ``other``'s counts to these."""
-        for key, (n, errors) in other.counts.items():
-            cell = self.counts[key]
-            cell[0] += n
-            cell[1] += errors
-        self.durations.update(other.durations)
-
     def add(self, minute: int, dims: list[tuple[str, str]], n: int, errors: int) -> None:
         """Count ``n`` events (``errors`` of them errors) of ``minute`` under each (dimension, value)."""
         for level in LEVELS:
@@ -68,7 +60,7 @@ class Rollup:
 
 
 def _pair() -> list[int]:
-    return [0, 0]  # a module-level function, not a lambda: a Rollup crosses to the writer process pickled
+    return [0, 0]
 
 
 def _minute(event_us: int, received_us: int, flag: str | None) -> int:
@@ -84,12 +76,47 @@ _DurationCombo = tuple[int, str, int]
 _DaemonCombo = tuple[int, str, "str | None"]
 
 
-def aggregate(client_rows: Iterable[Row], daemon_rows: Iterable[Row]) -> Rollup:
-    """The rollup of stored rows (schema column order)."""
-    # Count identical combinations first: the rows of a batch share most values. Durations are counted
-    # apart, as nearly every run has a bin of its own and would otherwise make every row a combination.
-    clients: Counter[_ClientCombo] = Counter()
-    durations: Counter[_DurationCombo] = Counter()
+@dataclass
+class Tally:
+    """Rows counted by the combination of values the rollups need, per minute: far fewer entries than rows
+    (a batch's rows share most values), cheap to send to the writer and to add up across a transaction."""
+
+    clients: Counter[_ClientCombo] = field(default_factory=Counter)
+    # Apart from the client combinations: nearly every run has a duration bin of its own.
+    durations: Counter[_DurationCombo] = field(default_factory=Counter)
+    daemons: Counter[_DaemonCombo] = field(default_factory=Counter)
+
+    def update(self, other: Tally) -> None:
+        """Add ``other``'s counts to these."""
+        self.clients.update(other.clients)
+        self.durations.update(other.durations)
+        self.daemons.update(other.daemons)
+
+    def rollup(self) -> Rollup:
+        """The counts to add at every level and dimension."""
+        rollup = Rollup()
+        for (minute, kind, command, version, platform, agent, flag, error), n in self.clients.items():
+            dims = [("total", "events"), ("type", kind), ("cli_version", version), ("os_arch", platform),
+                    ("agent_type", agent)]
+            if command is not None:
+                dims.append(("command", command))
+            if flag is not None:
+                dims.append(("time_flag", flag))
+            rollup.add(minute, dims, n, n if error else 0)
+        for (minute, command, index), n in self.durations.items():
+            rollup.add_duration(minute, command, index, n)
+        for (minute, name, flag), n in self.daemons.items():
+            dims = [("total", "daemon"), ("daemon", name)]
+            if flag is not None:
+                dims.append(("time_flag", flag))
+            rollup.add(minute, dims, n, 0)
+        return rollup
+
+
+def tally(client_rows: Iterable[Row], daemon_rows: Iterable[Row]) -> Tally:
+    """Count stored rows (schema column order) by what the rollups need of them."""
+    out = Tally()
+    clients, durations = out.clients, out.durations
     c_type, c_time, c_recv, c_flag = _C["type"], _C["event_time"], _C["received_at"], _C["time_flag"]
     c_cmd, c_ok, c_agent, c_ver = _C["command"], _C["success"], _C["agent_type"], _C["cli_version"]
     c_os, c_arch, c_bin = _C["os"], _C["arch"], _C["duration_bin"]
@@ -103,38 +130,22 @@ def aggregate(client_rows: Iterable[Row], daemon_rows: Iterable[Row]) -> Rollup:
         )] += 1
         if run and r[c_bin] is not None:
             durations[(minute, r[c_cmd], r[c_bin])] += 1
-    daemons: Counter[_DaemonCombo] = Counter()
     d_event, d_time, d_recv, d_flag = _D["event"], _D["event_time"], _D["received_at"], _D["time_flag"]
     for r in daemon_rows:
-        daemons[(_minute(r[d_time], r[d_recv], r[d_flag]), r[d_event], r[d_flag])] += 1
-    rollup = Rollup()
-    for (minute, kind, command, version, platform, agent, flag, error), n in clients.items():
-        dims = [("total", "events"), ("type", kind), ("cli_version", version), ("os_arch", platform),
-                ("agent_type", agent)]
-        if command is not None:
-            dims.append(("command", command))
-        if flag is not None:
-            dims.append(("time_flag", flag))
-        rollup.add(minute, dims, n, n if error else 0)
-    for (minute, command, index), n in durations.items():
-        rollup.add_duration(minute, command, index, n)
-    for (minute, name, flag), n in daemons.items():
-        dims = [("total", "daemon"), ("daemon", name)]
-        if flag is not None:
-            dims.append(("time_flag", flag))
-        rollup.add(minute, dims, n, 0)
-    return rollup
+        out.daemons[(_minute(r[d_time], r[d_recv], r[d_flag]), r[d_event], r[d_flag])] += 1
+    return out
 
 
 def rollup_of(jobs: Sequence[WriteJob], client_kept: Sequence[Sequence[Row]],
               daemon_kept: Sequence[Sequence[Row]]) -> Rollup:
-    """The rollup of the rows each job stored: the job's own, aggregated when it was parsed, when all of its
-    rows were new (the common case, and the aggregation then ran beside the writer, not in it); else its kept rows'."""
-    total = Rollup()
+    """The rollup of the rows each job stored. A job's own tally, made when it was parsed (beside the writer,
+    not in it), serves when all its rows were new, the common case; else its kept rows are counted here.
+    The tallies are added up first, so a transaction of many requests expands each combination once."""
+    total = Tally()
     for job, clients, daemons in zip(jobs, client_kept, daemon_kept, strict=True):
         whole = len(clients) == len(job.client_rows) and len(daemons) == len(job.daemon_rows)
-        total.merge(job.rollup if whole and job.rollup is not None else aggregate(clients, daemons))
-    return total
+        total.update(job.tally if whole and job.tally is not None else tally(clients, daemons))
+    return total.rollup()
 
 
 def upsert_rollup(level_name: str, rollup_rows: str, duration_rows: str) -> tuple[str, str]:
