@@ -7,8 +7,9 @@ one is listed in ``rejected`` with its index and reason, the rest are stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
@@ -28,7 +29,6 @@ FUTURE_SLACK_US = 60 * 1_000_000
 PAST_LIMIT_US = 30 * 86400 * 1_000_000
 _INT64 = 2**63
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 _NUL = b"\\u0000"  # how JSON writes U+0000; PostgreSQL text cannot hold it
 
 # The fast path: msgspec checks every field's type in C while it decodes. An event it refuses (or one the
@@ -101,11 +101,27 @@ def _event_list(data: dict[str, Any]) -> list[Any]:
         return []
     if not isinstance(events, list):
         raise RequestError(400, "invalid_body", "field 'events' must be a list")
+    return _check_count(events)
+
+
+def _check_count(events: list[Any]) -> list[Any]:
     if len(events) > MAX_EVENTS:
         raise RequestError(
             413, "too_many_events", f"batch has {len(events)} events; at most {MAX_EVENTS} are accepted at once"
         )
     return events
+
+
+def _each(items: list[Any], make: Callable[[Any], Row]) -> tuple[list[Row], list[Rejection]]:
+    """A row for every item ``make`` accepts; the others, by index, with the reason it refused them."""
+    rows: list[Row] = []
+    rejected: list[Rejection] = []
+    for index, item in enumerate(items):
+        try:
+            rows.append(make(item))
+        except _Reject as exc:
+            rejected.append(Rejection(index, exc.code, exc.reason))
+    return rows, rejected
 
 
 def _check_size(item: object) -> None:
@@ -155,7 +171,7 @@ def _fast_micros(stamp: str) -> int | None:
     parsed = datetime.fromisoformat(stamp)  # C; 3.11+ reads "Z" (3.10 falls back to the slow path)
     if parsed.tzinfo is None:
         raise ValueError(stamp)
-    return None if parsed.year <= 1 else (parsed - _EPOCH) // _MICROSECOND
+    return _given_time(parsed)
 
 
 def client_batch(body: bytes, received_us: int) -> Parsed:
@@ -166,27 +182,17 @@ def client_batch(body: bytes, received_us: int) -> Parsed:
         batch_us = _fast_micros(fast.batch_timestamp) if fast.batch_timestamp is not None else None
     except (msgspec.DecodeError, ValueError, OverflowError):
         return _client_batch_slow(body, received_us)
-    if len(events) > MAX_EVENTS:
-        raise RequestError(
-            413, "too_many_events", f"batch has {len(events)} events; at most {MAX_EVENTS} are accepted at once"
-        )
     envelope = (fast.cli_version, fast.os, fast.arch)
     skew_us = 0 if batch_us is None else received_us - batch_us
-    parsed = Parsed()
-    slow_envelope: Batch | None = None
     maybe_nul = _NUL in body  # rare, and then each event is checked on the slow path
-    for index, raw in enumerate(events):
-        row = None if maybe_nul else _fast_client_row(raw, envelope, skew_us, received_us)
-        if row is None:  # something is off: the slow path names it (or, rarely, accepts it)
-            if slow_envelope is None:
-                slow_envelope = Batch(cli_version=fast.cli_version, os=fast.os, arch=fast.arch)
-            try:
-                row = _client_row(orjson.loads(bytes(raw)), slow_envelope, skew_us, received_us)
-            except _Reject as exc:
-                parsed.rejected.append(Rejection(index, exc.code, exc.reason))
-                continue
-        parsed.client_rows.append(row)
-    return parsed
+
+    def make(raw: msgspec.Raw) -> Row:
+        # Where the fast path doubts, the slow path names the problem (or, rarely, accepts the event).
+        fast_row = None if maybe_nul else _fast_client_row(raw, envelope, skew_us, received_us)
+        return fast_row or _client_row(orjson.loads(bytes(raw)), envelope, skew_us, received_us)
+
+    rows, rejected = _each(_check_count(events), make)
+    return Parsed(client_rows=rows, rejected=rejected)
 
 
 def _fast_client_row(raw: msgspec.Raw, envelope: tuple[str, str, str], skew_us: int, received_us: int) -> Row | None:
@@ -202,7 +208,13 @@ def _fast_client_row(raw: msgspec.Raw, envelope: tuple[str, str, str], skew_us: 
     if (not event.type or len(event.event_id) > MAX_KEY
             or not (-_INT64 <= duration < _INT64 and -_INT64 <= calls < _INT64)):
         return None
+    return _row(event, client_us, envelope, skew_us, received_us)
+
+
+def _row(event: Any, client_us: int | None, envelope: tuple[str, str, str], skew_us: int, received_us: int) -> Row:
+    """The stored row of a checked event: a ``wire.Event`` or the fast path's struct (same field names)."""
     event_us, flag = _times(client_us, skew_us, received_us)
+    duration = event.duration_ms
     is_run = duration > 0 and event.type in COMMAND_TYPES
     # Same order as schema.CLIENT_COLUMNS.
     return (
@@ -210,7 +222,7 @@ def _fast_client_row(raw: msgspec.Raw, envelope: tuple[str, str, str], skew_us: 
         event.session_id, event.agent_id, event.command, duration, event.success, event.error_code,
         orjson.dumps(event.metadata).decode() if event.metadata else None,
         event.repo_id, event.api_endpoint, event.path, event.agent_type, event.model, event.oxsid,
-        calls, event.coworker_name, event.coworker_model,
+        event.prime_call_count, event.coworker_name, event.coworker_model,
         *envelope, duration_bin(duration) if is_run else None,
     )
 
@@ -231,16 +243,12 @@ def _client_batch_slow(body: bytes, received_us: int) -> Parsed:
     batch_us = _given_time(envelope.timestamp)
     # The client's clock may be off: shift its times by how far its batch time is from ours.
     skew_us = 0 if batch_us is None else received_us - batch_us
-    parsed = Parsed()
-    for index, item in enumerate(events):
-        try:
-            parsed.client_rows.append(_client_row(item, envelope, skew_us, received_us))
-        except _Reject as exc:
-            parsed.rejected.append(Rejection(index, exc.code, exc.reason))
-    return parsed
+    fields = (envelope.cli_version, envelope.os, envelope.arch)
+    rows, rejected = _each(events, lambda item: _client_row(item, fields, skew_us, received_us))
+    return Parsed(client_rows=rows, rejected=rejected)
 
 
-def _client_row(item: Any, envelope: Batch, skew_us: int, received_us: int) -> Row:
+def _client_row(item: Any, envelope: tuple[str, str, str], skew_us: int, received_us: int) -> Row:
     _check_size(item)
     try:
         event = Event.from_dict(item)
@@ -249,19 +257,10 @@ def _client_row(item: Any, envelope: Batch, skew_us: int, received_us: int) -> R
         if "field" not in reason and "event must" not in reason:
             reason = f"field 'timestamp': {reason}"  # the one error from_dict does not name a field in
         raise _Reject("invalid_event", reason) from None
-    client_us = _given_time(event.timestamp)
-    event_us, flag = _times(client_us, skew_us, received_us)
-    duration = _check_int(event.duration_ms, "duration_ms")
-    is_run = event.type in COMMAND_TYPES and duration > 0
-    # Same order as schema.CLIENT_COLUMNS.
-    return (
-        _check_key(event.event_id, "event_id"), client_us, event.type, event_us, received_us, flag,
-        event.session_id, event.agent_id, event.command, duration, event.success, event.error_code,
-        orjson.dumps(event.metadata).decode() if event.metadata else None,
-        event.repo_id, event.api_endpoint, event.path, event.agent_type, event.model, event.oxsid,
-        _check_int(event.prime_call_count, "prime_call_count"), event.coworker_name, event.coworker_model,
-        envelope.cli_version, envelope.os, envelope.arch, duration_bin(duration) if is_run else None,
-    )
+    _check_key(event.event_id, "event_id")
+    _check_int(event.duration_ms, "duration_ms")
+    _check_int(event.prime_call_count, "prime_call_count")
+    return _row(event, _given_time(event.timestamp), envelope, skew_us, received_us)
 
 
 def daemon_upload(body: bytes, received_us: int) -> Parsed:
@@ -272,14 +271,8 @@ def daemon_upload(body: bytes, received_us: int) -> Parsed:
         raise RequestError(400, "invalid_body", "field 'clientid' must be a non-empty string")
     if len(client_id) > MAX_KEY:
         raise RequestError(400, "invalid_body", f"field 'clientid' is longer than {MAX_KEY} characters")
-    events = _event_list(data)
-    parsed = Parsed()
-    for index, item in enumerate(events):
-        try:
-            parsed.daemon_rows.append(_daemon_row(item, client_id, received_us))
-        except _Reject as exc:
-            parsed.rejected.append(Rejection(index, exc.code, exc.reason))
-    return parsed
+    rows, rejected = _each(_event_list(data), lambda item: _daemon_row(item, client_id, received_us))
+    return Parsed(daemon_rows=rows, rejected=rejected)
 
 
 def _daemon_field(item: dict[str, Any], name: str, kind: type, what: str) -> Any:
