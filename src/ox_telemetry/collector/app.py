@@ -50,6 +50,13 @@ _PAGE_HEADERS = {
 _PARSERS = {"telemetry": ingest.client_batch, "tevents": ingest.daemon_upload}
 
 
+def _parse(endpoint: str, body: bytes, received: int) -> tuple[ingest.Parsed, WriteJob]:
+    """The checked rows of a body and the job for the writer, with the rows already counted for the rollups:
+    counted here, beside the writer, as it is the busier of the two processes."""
+    parsed = _PARSERS[endpoint](body, received)
+    return parsed, WriteJob(parsed.client_rows, parsed.daemon_rows, tally(parsed.client_rows, parsed.daemon_rows))
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A compact JSON response."""
     return Response(orjson.dumps(data), status, headers, media_type="application/json")
@@ -95,13 +102,10 @@ class Collector:
             self.writer.admit()
             gzip = is_gzip(request.headers.get("content-encoding"))
             body = await read_body(request.stream(), request.headers.get("content-length"), gzip)
-            parse = _PARSERS[endpoint]
             if len(body) > _OFFLOAD_BYTES:
-                parsed = await run_in_threadpool(parse, body, received)
+                parsed, job = await run_in_threadpool(_parse, endpoint, body, received)
             else:
-                parsed = parse(body, received)
-            # Counted here, beside the writer: it is the busier of the two processes.
-            job = WriteJob(parsed.client_rows, parsed.daemon_rows, tally(parsed.client_rows, parsed.daemon_rows))
+                parsed, job = _parse(endpoint, body, received)
             stored = await self.writer.submit(job) if len(job) else 0
         except RequestError as exc:
             self.metrics.request_errors[exc.code] += 1
