@@ -26,7 +26,7 @@ from .schema import (
     LEVEL_NAMES,
     LEVELS,
     SchemaTooNew,
-    pending_migrations,
+    migrate,
 )
 
 # Any constant: it serialises schema migrations of collectors starting together.
@@ -97,15 +97,8 @@ class PostgresStorage(Storage):
 
     def _migrate(self) -> None:
         with self._connect() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-            current = int(row[0] or 0) if row else 0
-            for version, statements in pending_migrations("postgres", current):
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute("DELETE FROM schema_version")
-                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))  # one collector migrates at once
+            migrate(conn, "postgres")
 
     def _writer_connection(self) -> psycopg.Connection[Any]:
         if self._writer is None or self._writer.closed or self._writer.broken:

@@ -8,7 +8,7 @@ granularities (minute, hour, day) so the dashboard never scans the events.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -143,3 +143,19 @@ def pending_migrations(dialect: Dialect, current: int) -> list[tuple[int, list[s
             "upgrade ox-telemetry"
         )
     return [(version, MIGRATIONS[version - 1](dialect)) for version in range(current + 1, SCHEMA_VERSION + 1)]
+
+
+def migrate(conn: Any, dialect: Dialect) -> None:
+    """Bring the store behind ``conn`` (sqlite3 or psycopg) up to date, in the caller's transaction.
+
+    Raises SchemaTooNew for a store migrated by a newer collector.
+    """
+    mark = "?" if dialect == "sqlite" else "%s"
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    current = int(row[0] or 0) if row else 0
+    for version, statements in pending_migrations(dialect, current):
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("DELETE FROM schema_version")
+        conn.execute(f"INSERT INTO schema_version (version) VALUES ({mark})", (version,))

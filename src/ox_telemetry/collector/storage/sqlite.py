@@ -9,7 +9,7 @@ from typing import Any
 
 from .base import ConnectionPool, Row, Storage, StorageError, StoreUnavailable, WriteJob, stored_rows
 from .rollup import rollup_of, upsert_rollup
-from .schema import CLIENT_NAMES, DAEMON_NAMES, LEVEL_NAMES, LEVELS, SchemaTooNew, pending_migrations
+from .schema import CLIENT_NAMES, DAEMON_NAMES, LEVEL_NAMES, LEVELS, SchemaTooNew, migrate
 
 _BUSY_MS = 10_000  # another process holding the write lock (a second collector on the same file) waits, not fails
 
@@ -59,14 +59,7 @@ class SQLiteStorage(Storage):
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-            current = int(row[0] or 0)
-            for version, statements in pending_migrations("sqlite", current):
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute("DELETE FROM schema_version")
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            migrate(conn, "sqlite")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
