@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .. import wire
+from .. import retry, wire
 from .._time import format_rfc3339
 from ..wire import Batch, Event
 
@@ -148,7 +148,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> dict[str, object]:
         except urllib.error.HTTPError as exc:
             if exc.code not in (429, 503):
                 raise
-            time.sleep(min(5.0, float(exc.headers.get("Retry-After") or 1)))
+            time.sleep(min(5.0, retry.parse_retry_after(exc.headers.get("Retry-After")) or 1.0))
     raise RuntimeError(f"{url} kept answering 429/503")
 
 
