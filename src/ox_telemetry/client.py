@@ -42,9 +42,11 @@ MEMORY_QUEUE_SIZE = 100
 _ERROR_MSG_LIMIT = 500
 
 
-def _spool_name(base_url: str) -> str:
-    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in base_url)[:120]
-    return f"telemetry-{slug}.jsonl"
+def resolve_base_url(base_url: "str | None" = None) -> str:
+    """The endpoint base URL a client uses: ``base_url``, else ``$SAGEOX_ENDPOINT``, else the default."""
+    if base_url is None:
+        base_url = os.environ.get("SAGEOX_ENDPOINT") or DEFAULT_BASE_URL
+    return str(base_url).rstrip("/")
 
 
 def _sends_held() -> bool:
@@ -78,9 +80,7 @@ class Client:
         disable_in_ci: bool = False,
     ) -> None:
         self.session_id = session_id if isinstance(session_id, str) else str(session_id)
-        if base_url is None:
-            base_url = os.environ.get("SAGEOX_ENDPOINT") or DEFAULT_BASE_URL
-        self.base_url = str(base_url).rstrip("/")
+        self.base_url = resolve_base_url(base_url)
         self.version = version or ""
         self._transport = transport
         self._lock = _thread.allocate_lock()
@@ -99,6 +99,8 @@ class Client:
             from .ci import detect
 
             self._ci = detect()  # once per client: the environment does not change under a CLI
+            if self._ci:
+                self._defaults["metadata"] = {"ci": self._ci}  # events without metadata; see _with_ci
             self._decision = self._decide(enabled, root, disable_in_ci and self._ci is not None)
             self._debug = self._decision.enabled and os.environ.get(
                 "OX_TELEMETRY_DEBUG", ""
@@ -147,6 +149,12 @@ class Client:
             self._stats = Stats(self.session_id)
         return self._stats
 
+    def _count_command(self, command: str, seconds: float, success: bool) -> None:
+        """Add one command run to the session stats (the integrations record their own events)."""
+        if self._decision.enabled:
+            with self._lock:
+                self._stats_obj().record_command(command, seconds, success)
+
     def _file_queue(self) -> "FileQueue | None":
         if self._queue is None and self._project_root:
             from .queue import FileQueue
@@ -159,7 +167,7 @@ class Client:
             from . import paths
             from .queue import JsonlQueue
 
-            self._spool = JsonlQueue(os.path.join(paths.user_cache_dir(), _spool_name(self.base_url)))
+            self._spool = JsonlQueue(paths.user_spool_path(self.base_url))
         return self._spool
 
     # -- lifecycle -----------------------------------------------------------
@@ -252,8 +260,7 @@ class Client:
                 error_code = error_code.__class__.__name__
             elif isinstance(error_code, type) and issubclass(error_code, BaseException):
                 error_code = error_code.__name__
-            with self._lock:
-                self._stats_obj().record_command(str(command), seconds, bool(success))
+            self._count_command(str(command), seconds, bool(success))
             self.track(Event(
                 EVENT_COMMAND_COMPLETE, command=command, duration_ms=int(seconds * 1000),
                 success=bool(success), error_code=error_code, session_id=self.session_id,
@@ -305,6 +312,8 @@ class Client:
         try:
             from . import ipc
 
+            if not self._debug and _sends_held():
+                return  # one-way and unqueued: in the notice's run it cannot wait for a later one
             merged = dict(props) if isinstance(props, dict) else {}
             merged.setdefault("app_type", "ox")
             merged.setdefault("app_version", self.version)
@@ -316,10 +325,7 @@ class Client:
                 payload = {"event": str(event_type), "props": scrub_value(merged)}
                 self._print(_jsonlite.dumps({"type": "telemetry", "payload": payload}))
                 return
-            message = {"type": "telemetry", "payload": {"event": str(event_type), "props": merged}}
-            if _sends_held():
-                return  # one-way and unqueued: in the notice's run it cannot wait for a later one
-            ipc.send(message)
+            ipc.send({"type": "telemetry", "payload": {"event": str(event_type), "props": merged}})
         except Exception as exc:
             _log.debug("send_to_daemon failed: %r", exc)
 
@@ -341,10 +347,13 @@ class Client:
         return line.encode("ascii")
 
     def _with_ci(self, event: Event) -> Event:
-        """``event`` with ``metadata["ci"]`` added; a copy, so the caller's event stays as it was."""
+        """``event`` with ``metadata["ci"]`` added; a copy, so the caller's event stays as it was.
+
+        Events without metadata get it from the defaults instead, uncopied.
+        """
         metadata = event.metadata
-        if metadata and (not isinstance(metadata, dict) or "ci" in metadata):
-            return event  # the host's own value wins; odd metadata is cleaned by the encoder
+        if not metadata or not isinstance(metadata, dict) or "ci" in metadata:
+            return event  # the defaults' ci; the host's own value wins; odd metadata is cleaned by the encoder
         event = event.copy()
         event.metadata = {**event.metadata, "ci": str(self._ci)}
         return event

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import consent, ipc, paths
 from .ci import detect as detect_ci
-from .client import DEFAULT_BASE_URL, TELEMETRY_PATH, _spool_name
+from .client import TELEMETRY_PATH, resolve_base_url
 from .queue import FileQueue, JsonlQueue
 from .transport import Transport
 
@@ -39,7 +39,7 @@ def find_project_root(start: str | None = None) -> str | None:
     """The nearest directory at or above ``start`` (default: the working directory) holding ``.sageox/``."""
     here = os.path.abspath(start or os.getcwd())
     while True:
-        if os.path.isdir(os.path.join(here, ".sageox")):
+        if os.path.isdir(paths.project_sageox_dir(here)):
             return here
         parent = os.path.dirname(here)
         if parent == here:
@@ -48,7 +48,7 @@ def find_project_root(start: str | None = None) -> str | None:
 
 
 def _endpoint(base_url: str | None) -> str:
-    return (base_url or os.environ.get("SAGEOX_ENDPOINT") or DEFAULT_BASE_URL).rstrip("/")
+    return resolve_base_url(base_url or None)  # an empty --endpoint means the default, too
 
 
 def _root(project_root: str | os.PathLike[str] | None) -> str | None:
@@ -56,17 +56,12 @@ def _root(project_root: str | os.PathLike[str] | None) -> str | None:
 
 
 def _spool(base_url: str) -> JsonlQueue:
-    return JsonlQueue(os.path.join(paths.user_cache_dir(), _spool_name(base_url)))
+    return JsonlQueue(paths.user_spool_path(base_url))
 
 
 def _all_spools() -> list[JsonlQueue]:
     """Every per-user spool (one per endpoint a client has used)."""
-    try:
-        names = sorted(os.listdir(paths.user_cache_dir()))
-    except OSError:
-        return []
-    return [JsonlQueue(os.path.join(paths.user_cache_dir(), n))
-            for n in names if n.startswith("telemetry-") and n.endswith(".jsonl")]
+    return [JsonlQueue(path) for path in paths.user_spool_paths()]
 
 
 def _exists(queue: JsonlQueue) -> bool:
@@ -76,6 +71,11 @@ def _exists(queue: JsonlQueue) -> bool:
 
 def _count(queue: JsonlQueue) -> int:
     return queue.count() if _exists(queue) else 0
+
+
+def _decision(root: str | None) -> consent.Decision:
+    """The consent decision for a project (or none), as a client there would make it."""
+    return consent.decide(None, consent.read_project_config(root) if root else {})
 
 
 def _queues(root: str | None, base_url: str) -> list[tuple[str, JsonlQueue]]:
@@ -113,7 +113,7 @@ def status(project_root: str | os.PathLike[str] | None = None, base_url: str | N
     """
     root = _root(project_root)
     endpoint = _endpoint(base_url)
-    decision = consent.decide(None, consent.read_project_config(root) if root else {})
+    decision = _decision(root)
     queues = []
     for kind, queue in _queues(root, endpoint):
         queues.append({"kind": kind, "path": queue.path, "count": _count(queue), **_upload_state(queue)})
@@ -230,7 +230,7 @@ def _drop_queue(queue: JsonlQueue, removed: list[str]) -> None:
     had = [p for p in (queue.path, queue.sending_path) if os.path.exists(p)]
     queue.truncate()  # under the queue's lock, so a concurrent append is not torn
     removed.extend(had)
-    _remove(queue.path + ".state.json", removed)
+    _remove(paths.upload_state_path(queue.path), removed)
 
 
 def disable(project_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -253,7 +253,7 @@ def disable(project_root: str | os.PathLike[str] | None = None) -> dict[str, Any
         _remove(path, removed)
     running = daemon_running()
     if not running:
-        spool_dir = os.path.join(paths.user_state_dir(), "daemon-spool")
+        spool_dir = paths.daemon_spool_dir()
         try:
             names = os.listdir(spool_dir)
         except OSError:
@@ -276,16 +276,12 @@ def show(project_root: str | os.PathLike[str] | None = None, base_url: str | Non
 
     out = []
     for kind, queue in _queues(_root(project_root), _endpoint(base_url)):
-        events = []
         try:
-            data = queue._snapshot() if _exists(queue) else b""
+            data = queue._snapshot() if _exists(queue) else b""  # the raw lines: they go out as written
         except OSError:
             data = b""
-        for raw in data.splitlines():
-            line = wire_line(raw) if raw.strip() else None
-            if line is not None:
-                events.append(json.loads(line))
-        out.append({"kind": kind, "path": queue.path, "events": events})
+        lines = (wire_line(raw) for raw in data.splitlines())
+        out.append({"kind": kind, "path": queue.path, "events": [json.loads(line) for line in lines if line]})
     return out
 
 
@@ -343,13 +339,21 @@ def flush(
     not consent: with telemetry off nothing is sent. A queue another sender
     is working on is reported with outcome ``busy``.
     """
+    root = _root(project_root)
+    if not _decision(root).enabled:
+        return []
+    return _send_queues(root, _endpoint(base_url), transport, cli_version, on_batch)
+
+
+def _send_queues(
+    root: str | None, endpoint: str, transport: Transport | None, cli_version: str,
+    on_batch: Callable[[BatchReport], None] | None,
+) -> list[BatchReport]:
+    """:func:`flush` once consent is settled."""
     from .delivery import Delivery
     from .transport import UrllibTransport
 
-    root = _root(project_root)
-    endpoint = _endpoint(base_url)
-    if not consent.decide(None, consent.read_project_config(root) if root else {}).enabled:
-        return []
+    transport = transport or UrllibTransport()
     reports: list[BatchReport] = []
 
     def report(item: BatchReport) -> None:
@@ -364,7 +368,7 @@ def flush(
         def batch(events: int, outcome: str, answer: str, path: str = queue.path) -> None:
             report(BatchReport(path, events, outcome, answer))
 
-        delivery = Delivery(queue, transport or UrllibTransport(), endpoint + TELEMETRY_PATH, cli_version,
+        delivery = Delivery(queue, transport, endpoint + TELEMETRY_PATH, cli_version,
                             on_batch=batch)
         if delivery.run() == "busy":
             report(BatchReport(queue.path, 0, "busy", "another sender is at work on this queue"))
@@ -445,8 +449,8 @@ def flush_main(argv: Sequence[str], prog: str = "ox-telemetry flush") -> int:
                      as_json=True)
     parser.add_argument("--cli-version", default="", help="sent as the batches' cli_version")
     args = parser.parse_args(list(argv))
-    info_root = _root(args.project)
-    decision = consent.decide(None, consent.read_project_config(info_root) if info_root else {})
+    root = _root(args.project)
+    decision = _decision(root)
     if not decision.enabled:
         print(f"telemetry is off (decided by: {decision.rule}); nothing sent", file=sys.stderr)
         return 1
@@ -455,7 +459,7 @@ def flush_main(argv: Sequence[str], prog: str = "ox-telemetry flush") -> int:
         if not args.json:
             print(f"{item.queue}: {_events(item.events)}: {item.answer or '-'} ({item.outcome})", flush=True)
 
-    reports = flush(info_root, args.endpoint, cli_version=args.cli_version, on_batch=line)
+    reports = _send_queues(root, _endpoint(args.endpoint), None, args.cli_version, line)
     if args.json:
         _print_json([r.to_dict() for r in reports])
     elif not reports:

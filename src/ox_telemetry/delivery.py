@@ -18,10 +18,10 @@ import random
 import time
 from collections.abc import Callable
 
-from . import retry
+from . import _jsonlite, paths, retry
 from ._time import now
 from .queue import JsonlQueue, Sender
-from .scrub import scrub_line
+from .scrub import scrub_parsed_line
 from .transport import Transport, header
 from .wire import Event, encode_batch, host_arch, host_os
 
@@ -75,7 +75,7 @@ class UploadState:
 
     @classmethod
     def load(cls, queue: JsonlQueue) -> UploadState:
-        state = cls(queue.path + ".state.json")
+        state = cls(paths.upload_state_path(queue.path))
         try:
             with open(state.path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -135,10 +135,11 @@ def wire_line(raw: bytes) -> str | None:
     """
     try:
         text = raw.decode("utf-8")
-        Event.from_json(text)
+        data = _jsonlite.loads(text)
+        Event.from_dict(data)  # validation only: the line goes out as it was written
     except ValueError:
         return None
-    return scrub_line(text)
+    return scrub_parsed_line(text, data)
 
 
 def _chunks(lines: list[tuple[int, bytes]]) -> list[tuple[int, list[str]]]:
@@ -179,9 +180,9 @@ class Delivery:
         self.policy = policy or Policy.from_env()
         # wait(seconds) sleeps and returns True when the run should stop now.
         self.wait = wait or _sleep
-        # on_batch(events, outcome, last answer such as "HTTP 200"): a foreground flush reports each batch.
+        # on_batch(events, outcome, last answer): a foreground flush reports each batch.
         self.on_batch = on_batch
-        self.last_answer = ""
+        self.last_answer = ""  # the endpoint's last answer: "HTTP 200", "network: ConnectionRefusedError"
         self.requests = 0
         self.state = UploadState.load(queue)
 
@@ -220,7 +221,7 @@ class Delivery:
         attempt = 0
         while True:
             compress = self.url not in self.state.plain
-            status, retry_after, error = self._post(body, compress)
+            status, retry_after = self._post(body, compress)
             if status is not None and retry.is_success(status):
                 return _Outcome.DELIVERED
             if status == 415 and compress:
@@ -231,14 +232,15 @@ class Delivery:
                 return _Outcome.REFUSED
             delay = retry.backoff_delay(attempt, self.policy.base, self.policy.cap, retry_after)
             if time.monotonic() + delay > deadline:
-                self.state.failed(error, self.policy, retry_after)
+                self.state.failed(self.last_answer, self.policy, retry_after)
                 self.state.save()
                 return _Outcome.GAVE_UP
             if self.wait(delay):
                 return _Outcome.STOPPED
             attempt += 1
 
-    def _post(self, body: bytes, compress: bool) -> tuple[int | None, float | None, str]:
+    def _post(self, body: bytes, compress: bool) -> tuple[int | None, float | None]:
+        """``(status, Retry-After)`` of one POST, ``(None, None)`` on a network error; sets ``last_answer``."""
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"ox-telemetry/{self.cli_version or '0'}",
@@ -253,7 +255,6 @@ class Delivery:
         except Exception as exc:  # OSError is the network; anything else is a broken transport
             log.debug("telemetry POST to %s failed: %r", self.url, exc)
             self.last_answer = f"network: {exc.__class__.__name__}"
-            return None, None, self.last_answer
-        retry_after = retry.parse_retry_after(header(response, "Retry-After"))
+            return None, None
         self.last_answer = f"HTTP {status}"
-        return status, retry_after, self.last_answer
+        return status, retry.parse_retry_after(header(response, "Retry-After"))

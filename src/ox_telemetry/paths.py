@@ -70,6 +70,30 @@ def daemon_socket_path() -> str:
     return os.path.join(tmp, f"sageox-{uid}", "telemetry.sock")
 
 
+_SPOOL_PREFIX, _SPOOL_SUFFIX = "telemetry-", ".jsonl"
+
+
+def user_spool_path(base_url: str) -> str:
+    """The per-user spool of clients without a project that send to ``base_url``: one file per endpoint."""
+    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in base_url)[:120]
+    return os.path.join(user_cache_dir(), f"{_SPOOL_PREFIX}{slug}{_SPOOL_SUFFIX}")
+
+
+def user_spool_paths() -> "list[str]":
+    """Every per-user spool file present (one per endpoint a client has used), sorted."""
+    cache = user_cache_dir()
+    try:
+        names = sorted(os.listdir(cache))
+    except OSError:
+        return []
+    return [os.path.join(cache, n) for n in names if n.startswith(_SPOOL_PREFIX) and n.endswith(_SPOOL_SUFFIX)]
+
+
+def upload_state_path(queue_path: str) -> str:
+    """What one delivery run of the queue at ``queue_path`` leaves for the next (backoff, last send)."""
+    return queue_path + ".state.json"
+
+
 def project_sageox_dir(project_root: str) -> str:
     """``<project_root>/.sageox``."""
     return os.path.join(project_root, ".sageox")

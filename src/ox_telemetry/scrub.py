@@ -255,9 +255,16 @@ def scrub_line(line: str) -> str:
         event = json.loads(line)
     except ValueError:
         return line
+    return scrub_parsed_line(line, event)
+
+
+def scrub_parsed_line(line: str, event: object) -> str:
+    """``line``, already parsed as ``event``, scrubbed: for a caller that parsed it anyway."""
     if not isinstance(event, dict):
         return line
     clean = scrub_event(event)
     if clean == event:
         return line
+    import json
+
     return json.dumps(clean, separators=(",", ":"))

@@ -87,21 +87,14 @@ class CommandRun:
         if not success:
             error_code = type(error).__name__ if error is not None else f"exit_{exit_code}"
         duration = time.monotonic() - self.started
-        self._count(duration, success)
+        # The session stats as Client.track_command keeps them; that method itself would record
+        # a second, differently shaped event.
+        self.client._count_command(self.command, duration, success)
         self.client.track(Event(
             EVENT_COMMAND_COMPLETE if success else EVENT_COMMAND_ERROR, command=self.command,
             duration_ms=int(duration * 1000), success=success, error_code=error_code,
             session_id=self.client.session_id, metadata=metadata,
         ))
-
-    def _count(self, seconds: float, success: bool) -> None:
-        # The session stats, as Client.track_command keeps them; that method itself would
-        # record a second, differently shaped event.
-        client = self.client
-        if not client.is_enabled():
-            return
-        with client._lock:
-            client._stats_obj().record_command(self.command, seconds, success)
 
     def _metadata(self) -> dict[str, str]:
         return {"flags": ",".join(self.flags)} if self.flags else {}

@@ -75,13 +75,13 @@ def _flags(argv: Sequence[str], options: dict[str, str]) -> list[str]:
 def _guess_path(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str:
     """The subcommands named in ``argv``, for a run whose arguments did not parse."""
     names = []
+    choices = dict(_subparsers(parser))
     for token in argv:
         if token == "--":
             break
-        choices = dict(_subparsers(parser))
         if token in choices:
             names.append(token)
-            parser = choices[token]
+            choices = dict(_subparsers(choices[token]))
     return " ".join(names)
 
 
