@@ -32,7 +32,7 @@ def ox_json(*args: str, cwd: Path | None = None) -> Any:
 
 
 def _spool(base_url: str) -> JsonlQueue:
-    return commands._spool(base_url)
+    return JsonlQueue(paths.user_spool_path(base_url))
 
 
 def _config(home: Path) -> Path:

@@ -20,9 +20,10 @@ from click.testing import CliRunner as ClickRunner
 from typer.testing import CliRunner as TyperRunner
 
 from loopback import Endpoint
-from ox_telemetry import Client, commands
+from ox_telemetry import Client, paths
 from ox_telemetry.integrations import argparse as ox_argparse
 from ox_telemetry.integrations.click import instrument, instrument_typer, instrumented
+from ox_telemetry.queue import JsonlQueue
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -74,7 +75,7 @@ def test_example_end_to_end(framework: str, endpoint: Endpoint, monkeypatch: pyt
     assert _example(framework, "greet").returncode == 2  # NAME missing: a usage error
     # Ten events make a batch worth sending: a background uploader may be at work. Let it finish,
     # then send the rest in the foreground.
-    spool = commands._spool(endpoint.base_url)
+    spool = JsonlQueue(paths.user_spool_path(endpoint.base_url))
     assert endpoint.wait_for(lambda: not spool.sender_busy())
 
     flushed = subprocess.run([sys.executable, "-m", "ox_telemetry.cli", "flush"], capture_output=True, text=True,
