@@ -71,14 +71,16 @@ def _age_seconds(stamp: object) -> float:
         return FLUSH_AGE_SECONDS  # no readable time: old enough to send
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def _write_atomic(path: str, data: bytes, sync: bool = True) -> None:
+    """Replace ``path`` with ``data`` (mode 0600) through a temporary file; ``sync``: fsync it first."""
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)

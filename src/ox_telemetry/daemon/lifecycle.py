@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from .. import ipc, paths
+from ..queue import _FileLock
 
 
 class LifecycleError(Exception):
@@ -62,30 +63,29 @@ class PidFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd = -1
+        self._lock: _FileLock | None = None
 
     def acquire(self) -> None:
         """Lock and write our pid; raises AlreadyRunning when a live daemon holds it (a stale one is replaced)."""
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(read_pid(self.path), f"pid file {self.path}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
-        self._fd = fd
+        lock = _FileLock(self.path)
+        if not lock.acquire(blocking=False):
+            lock.close()
+            raise AlreadyRunning(read_pid(self.path), f"pid file {self.path}")
+        os.ftruncate(lock.fileno(), 0)
+        os.pwrite(lock.fileno(), b"%d\n" % os.getpid(), 0)
+        self._lock = lock
 
     def release(self) -> None:
         """Remove the pid file and unlock it."""
-        if self._fd >= 0:
+        if self._lock is not None:
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
-            os.close(self._fd)
-            self._fd = -1
+            self._lock.release()
+            self._lock.close()
+            self._lock = None
 
 
 def read_pid(path: str | None = None) -> int | None:
@@ -121,10 +121,9 @@ def bind_socket(path: str) -> tuple[socket.socket, int]:
     else:
         if not stat.S_ISSOCK(info.st_mode):
             raise LifecycleError(f"{path} exists and is not a socket")
-        answer = ipc.request({"type": "ping"}, timeout=1.0)
-        if answer and answer.get("success"):
-            data = answer.get("data")
-            raise AlreadyRunning(data.get("pid") if isinstance(data, dict) else None, f"socket {path}")
+        running = ping(1.0)
+        if running is not None:
+            raise AlreadyRunning(running.get("pid"), f"socket {path}")
         os.unlink(path)  # nobody answers: left by a crash
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # never, even for an instant, a socket others may connect to

@@ -16,11 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import paths
+from .. import _time, paths
+from ..wire import new_event_id as new_uuid
 
 MAX_EVENT_NAME = 256
 REQUEST_TYPES = frozenset({"ping", "status", "stop", "flush", "flush_queue"})
-_QUEUE_SUFFIX = os.sep + os.path.join(".sageox", "cache", "telemetry.jsonl")
+_QUEUE_SUFFIX = paths.project_queue_path(os.sep)  # "/.sageox/cache/telemetry.jsonl"
 
 
 class ProtocolError(ValueError):
@@ -73,19 +74,10 @@ class Stamp:
         self.ts = int(now * 1000)
         second = int(now)
         if second != Stamp._second:  # formatted once a second: chunks arrive far more often
-            tm = time.localtime(second)
-            offset = tm.tm_gmtoff or 0
-            hours, minutes = divmod(abs(offset) // 60, 60)
-            zone = "Z" if offset == 0 else f"{'-' if offset < 0 else '+'}{hours:02d}:{minutes:02d}"
-            Stamp._local, Stamp._second = time.strftime("%Y-%m-%dT%H:%M:%S", tm) + zone, second
+            local = _time.datetime_module().datetime.fromtimestamp(second).astimezone()  # whole second: no fraction
+            Stamp._local, Stamp._second = _time.format_rfc3339(local), second
         self.tslocal = Stamp._local
         self.prefix = b'","ts":%d,"tslocal":"%s","msg":' % (self.ts, self.tslocal.encode("ascii"))
-
-
-def new_uuid() -> str:
-    """A random (version 4) UUID string, without building a ``uuid.UUID`` (per event on the ingest path)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def spool_line(raw: bytes, stamp: Stamp) -> bytes:

@@ -27,8 +27,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..queue import _CLOEXEC, _write_atomic
+
 _SUFFIX = ".jsonl"
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass
@@ -71,25 +72,20 @@ class Spool:
             int(name[: -len(_SUFFIX)]) for name in os.listdir(self.directory)
             if name.endswith(_SUFFIX) and name[: -len(_SUFFIX)].isdigit()
         )
+        data = b""
         for number in numbers:
             with open(self._path(number), "rb") as f:
                 data = f.read()
             self._segments.append(_Segment(number, len(data), data.count(b"\n")))
-        if self._segments:
+        if data and not data.endswith(b"\n"):
+            # The newest segment ends in a line torn by a crash: closed off here, then skipped as malformed when read.
             last = self._segments[-1]
-            if last.size and not self._tail_is_newline(last):
-                # A line torn by a crash: closed off here, then skipped as malformed when read.
-                self._open_fd(last.number)
-                self._write_all(b"\n")
-                last.size += 1
-                last.lines += 1
+            self._open_fd(last.number)
+            self._write_all(b"\n")
+            last.size += 1
+            last.lines += 1
         self._load_cursor()
         self.pending = sum(s.lines for s in self._segments) - self._done
-
-    def _tail_is_newline(self, segment: _Segment) -> bool:
-        with open(self._path(segment.number), "rb") as f:
-            f.seek(segment.size - 1)
-            return f.read(1) == b"\n"
 
     def _load_cursor(self) -> None:
         number, offset = 0, 0
@@ -143,7 +139,7 @@ class Spool:
             raise OSError(28, "short write to the daemon spool")
 
     def _open_fd(self, number: int) -> None:
-        self._close_fd()
+        self.close()
         self._fd = os.open(self._path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600)
 
     def _drop_oldest(self) -> None:
@@ -211,14 +207,8 @@ class Spool:
         self._pinned = -1
 
     def _save_cursor(self) -> None:
-        path = os.path.join(self.directory, "cursor")
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o600)
-        try:
-            os.write(fd, b"%d %d\n" % self._cursor)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        # No fsync: a cursor lost to a power cut only sends a batch again (see the module docstring).
+        _write_atomic(os.path.join(self.directory, "cursor"), b"%d %d\n" % self._cursor, sync=False)
 
     # -- misc ----------------------------------------------------------------
 
@@ -232,10 +222,7 @@ class Spool:
             os.fsync(self._fd)
 
     def close(self) -> None:
-        """Close the newest segment's descriptor."""
-        self._close_fd()
-
-    def _close_fd(self) -> None:
+        """Close the newest segment's descriptor (the next append opens it again)."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
