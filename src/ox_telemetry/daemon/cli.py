@@ -138,9 +138,8 @@ def run_foreground(verbose: bool) -> int:
     spool = Spool(paths.daemon_spool_dir(), settings.spool_bytes, settings.segment_bytes)
     try:
         spool.open()
-        clientid = client_id()
-        uploader = Uploader(spool, UrllibTransport(), endpoint(), clientid, settings)
-        daemon = Daemon(settings, socket_path, spool, uploader, clientid)
+        uploader = Uploader(spool, UrllibTransport(), endpoint(), client_id(), settings)
+        daemon = Daemon(socket_path, uploader)
         asyncio.run(daemon.serve(sock))
     finally:
         lifecycle.remove_socket(socket_path, inode)

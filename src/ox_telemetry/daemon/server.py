@@ -36,8 +36,6 @@ from .protocol import (
     spool_line,
     telemetry_error,
 )
-from .settings import Settings
-from .spool import Spool
 from .upload import Uploader
 
 log = logging.getLogger("ox_telemetry.daemon")
@@ -129,18 +127,17 @@ def _refuse(conn: Connection | _OneShot, error: ProtocolError) -> None:
 class Daemon:
     """The running daemon: socket server, spool, uploader and queue hand-offs."""
 
-    def __init__(self, settings: Settings, socket_path: str, spool: Spool, uploader: Uploader, clientid: str) -> None:
-        self.settings = settings
+    def __init__(self, socket_path: str, uploader: Uploader) -> None:
         self.socket_path = socket_path
-        self.spool = spool
         self.uploader = uploader
-        self.clientid = clientid
+        self.settings = uploader.settings
+        self.spool = uploader.spool  # the uploader sends what the daemon spools
         self.connections: set[Connection] = set()
         self.received = 0
         self.dropped: dict[str, int] = {"invalid": 0, "disk": 0}
         self.started = time.monotonic()
         self._stop_requested: asyncio.Event | None = None
-        self._queue_workers: dict[str, threading.Thread] = {}  # flush_queue runs, by queue path
+        self._queue_workers: set[str] = set()  # queues a flush_queue run is sending
         self._queue_again: set[str] = set()  # queues asked for again while being sent
         self._queue_lock = threading.Lock()
         self._threads_stop = threading.Event()  # ends the hand-off deliveries' waits
@@ -260,20 +257,19 @@ class Daemon:
                     again = path in self._queue_again and outcome == "delivered"
                     self._queue_again.discard(path)
                     if not again:
-                        self._queue_workers.pop(path, None)
+                        self._queue_workers.discard(path)
                         return
 
-        worker = threading.Thread(target=run, name="ox-telemetry-queue", daemon=True)
         with self._queue_lock:
-            self._queue_workers[path] = worker
-        worker.start()
+            self._queue_workers.add(path)
+        threading.Thread(target=run, name="ox-telemetry-queue", daemon=True).start()
 
     def status(self) -> dict[str, Any]:
         """The ``status`` answer's data."""
         dropped = {**self.dropped, **self.uploader.dropped, "spool_full": self.spool.dropped}
         return {
             "pid": os.getpid(), "version": __version__, "uptime_s": round(time.monotonic() - self.started, 3),
-            "socket": self.socket_path, "client_id": self.clientid,
+            "socket": self.socket_path, "client_id": self.uploader.clientid,
             **self.uploader.status(),
             "received": self.received, "spooled": self.spool.pending, "dropped": dropped,
             "connections": len(self.connections),

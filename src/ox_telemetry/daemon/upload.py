@@ -26,9 +26,10 @@ import time
 import uuid
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from .. import __version__, consent, paths, retry
+from .. import __version__, _time, consent, paths, retry
+from ..queue import _write_atomic
 from ..scrub import scrub_value
 from ..transport import Transport, header
 from .settings import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Settings
@@ -85,11 +86,7 @@ def client_id() -> str:
     value = str(uuid.uuid4())
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(value + "\n")
-        os.replace(tmp, path)
+        _write_atomic(path, (value + "\n").encode("ascii"))
     except OSError as exc:  # still usable for this run
         log.warning("could not save the client id to %s: %s", path, exc)
     return value
@@ -137,15 +134,11 @@ async def in_thread(fn: Callable[[], T]) -> T:
     return await future
 
 
-class _Reply:
-    __slots__ = ("error", "interval", "retry_after", "status")
-
-    def __init__(self, status: int | None, error: str, retry_after: float | None = None,
-                 interval: float | None = None) -> None:
-        self.status = status
-        self.error = error
-        self.retry_after = retry_after
-        self.interval = interval
+class _Reply(NamedTuple):
+    status: int | None  # None: the network (or the transport) failed
+    error: str
+    retry_after: float | None = None
+    interval: float | None = None
 
 
 class Uploader:
@@ -229,13 +222,12 @@ class Uploader:
                     self.spool.commit(batch)
                     self.dropped["opted_out"] += len(batch.lines)
                     continue
-                body, count = await in_thread(partial(build_body, self.clientid, batch.lines))
+                count, reply = await in_thread(partial(self._deliver, batch.lines))
                 if count < len(batch.lines):
                     self.dropped["malformed"] += len(batch.lines) - count
-                if count == 0:
+                if reply is None:  # not one event in it: nothing to send
                     self.spool.commit(batch)
                     continue
-                reply = await in_thread(partial(self._post, body))
                 if reply.interval is not None and reply.interval != self.interval:
                     log.info("endpoint set the send interval to %.0f s", reply.interval)
                     self.interval = reply.interval
@@ -244,7 +236,7 @@ class Uploader:
                     self.spool.commit(batch)
                     self.delivered += count
                     self._attempt, self._next_attempt = 0, 0.0
-                    self.last_success = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                    self.last_success = _time.now_rfc3339()
                     continue
                 if reply.status is not None and not retry.is_retryable(reply.status):
                     log.warning("endpoint refused a batch of %d events with HTTP %d; dropped", count, reply.status)
@@ -260,29 +252,33 @@ class Uploader:
                 log.info("send failed (%s); next attempt in %.2f s", reply.error, delay)
                 return False
 
+    def _deliver(self, lines: list[bytes]) -> tuple[int, _Reply | None]:
+        # In a worker thread: the body built and sent in one trip. None for a batch without one good event.
+        body, count = build_body(self.clientid, lines)
+        return count, self._post(body) if count else None
+
     def _post(self, body: bytes) -> _Reply:
-        headers = {"Content-Type": "application/json", "User-Agent": f"ox-telemetry-daemon/{__version__}"}
-        for _ in range(2):  # a second time only without gzip, after a 415
-            data = body
-            if not self._plain:
-                data = gzip.compress(body, compresslevel=6, mtime=0)
+        while True:  # once more, without gzip, after a 415
+            compress = not self._plain
+            headers = {"Content-Type": "application/json", "User-Agent": f"ox-telemetry-daemon/{__version__}"}
+            if compress:
                 headers["Content-Encoding"] = "gzip"
-            else:
-                headers.pop("Content-Encoding", None)
             self.requests += 1
             try:
-                response = self.transport.post(self.url, data, headers, self.settings.timeout)
+                response = self.transport.post(
+                    self.url, gzip.compress(body, compresslevel=6, mtime=0) if compress else body, headers,
+                    self.settings.timeout,
+                )
                 status = int(response.status)
             except Exception as exc:  # OSError is the network; anything else a broken transport
                 return _Reply(None, f"network: {exc.__class__.__name__}: {exc}"[:300])
-            if status == 415 and not self._plain:
+            if status == 415 and compress:
                 self._plain = True
                 continue
             return _Reply(
                 status, f"HTTP {status}", retry.parse_retry_after(header(response, "Retry-After")),
                 server_interval(header(response, "X-SageOx-Interval")),
             )
-        raise AssertionError("unreachable")
 
     def status(self) -> dict[str, Any]:
         """The delivery part of the daemon's status."""
