@@ -35,7 +35,7 @@ _LOCK_FD = 3  # where the uploader finds its inherited send lock
 def backoff_until(queue: JsonlQueue) -> float:
     """Unix time before which no new delivery run of ``queue`` should start (0 when none)."""
     try:
-        with open(queue.path + ".state.json", "rb") as f:
+        with open(paths.upload_state_path(queue.path), "rb") as f:
             value = _jsonlite.loads(f.read(64 * 1024)).get("next_attempt", 0)
         return float(value)
     except (OSError, ValueError, TypeError, AttributeError):

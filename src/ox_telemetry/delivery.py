@@ -30,7 +30,6 @@ log = logging.getLogger("ox_telemetry")
 #: A batch carries at most this many events and bytes (before compression).
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 512 * 1024
-TELEMETRY_PATH = "/api/v1/telemetry"
 
 
 class Policy:
