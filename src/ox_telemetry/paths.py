@@ -89,6 +89,16 @@ def user_spool_paths() -> "list[str]":
     return [os.path.join(cache, n) for n in names if n.startswith(_SPOOL_PREFIX) and n.endswith(_SPOOL_SUFFIX)]
 
 
+def is_user_spool_path(path: str) -> bool:
+    """Whether ``path`` (absolute, normalised) is a per-user spool: ``telemetry-*.jsonl`` in the user cache dir."""
+    name = os.path.basename(path)
+    return (
+        os.path.dirname(path) == os.path.normpath(user_cache_dir())
+        and name.startswith(_SPOOL_PREFIX) and name.endswith(_SPOOL_SUFFIX)
+        and len(name) > len(_SPOOL_PREFIX) + len(_SPOOL_SUFFIX)
+    )
+
+
 def upload_state_path(queue_path: str) -> str:
     """What one delivery run of the queue at ``queue_path`` leaves for the next (backoff, last send)."""
     return queue_path + ".state.json"

@@ -143,13 +143,7 @@ def _check_flush_queue(payload: dict[str, Any]) -> None:
 
 def allowed_queue_path(path: str) -> bool:
     """Whether ``path`` is a queue a client may ask the daemon to send (never an arbitrary file)."""
-    if path.endswith(_QUEUE_SUFFIX):
-        return True
-    name = os.path.basename(path)
-    return (
-        os.path.dirname(path) == os.path.normpath(paths.user_cache_dir())
-        and name.startswith("telemetry-") and name.endswith(".jsonl") and len(name) > len("telemetry-.jsonl")
-    )
+    return path.endswith(_QUEUE_SUFFIX) or paths.is_user_spool_path(path)
 
 
 def answer(success: bool, error: str | None = None, data: Any = None) -> bytes:
