@@ -17,8 +17,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from loopback import Endpoint
 
-VECTORS = Path(__file__).parent / "vectors"
-
 # Environment that changes what the client does; every test starts without it.
 _CLIENT_ENV = (
     "DO_NOT_TRACK", "SAGEOX_TELEMETRY", "SAGEOX_ENDPOINT", "SAGEOX_TELEMETRY_ENDPOINT",

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from conftest import VECTORS
 from loopback import Endpoint
 from ox_telemetry import Client, Event, FileQueue
 from ox_telemetry.transport import HTTPResponse, UrllibTransport
+from reference_vectors import VECTORS
 
 
 class CountingTransport:

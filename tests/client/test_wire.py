@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import ox_telemetry
-from conftest import VECTORS
 from ox_telemetry import Batch, Event
 from ox_telemetry.wire import MAX_EVENT_BYTES, MAX_TEXT, new_event_id
+from reference_vectors import VECTORS
 
 EXPECTED_TYPES = {
     "EVENT_COMMAND_START": "command_start", "EVENT_COMMAND_COMPLETE": "command_complete",

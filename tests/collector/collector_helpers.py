@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -23,9 +22,6 @@ from loopback import wait_until
 from ox_telemetry.collector.app import Collector, create_app
 from ox_telemetry.collector.config import Config
 from ox_telemetry.collector.storage import open_storage
-
-VECTORS = Path(__file__).parent.parent / "vectors"
-
 
 # -- HTTP ---------------------------------------------------------------------------------------------------------
 

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from collector_helpers import VECTORS, Reply, Server, batch, event
+from collector_helpers import Reply, Server, batch, event
 
 from loopback import wait_until
 from ox_telemetry.collector.body import MAX_BODY, MAX_DECODED
 from ox_telemetry.collector.ingest import MAX_EVENT_BYTES, MAX_EVENTS
+from reference_vectors import VECTORS
 
 TELEMETRY = "/api/v1/telemetry"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 from daemon_helpers import DaemonProcess, connect, read_line, request, status, telemetry_line
 
 from loopback import Endpoint, wait_until
+from reference_vectors import VECTORS
 
 
 def _answer(raw: bytes) -> dict[str, Any] | None:
@@ -134,13 +134,12 @@ def test_idle_connections_are_closed(daemon_env: Endpoint, tmp_path: Any, monkey
 def test_ipc_vector_is_accepted_and_uploaded_as_the_reference_does(
     daemon: DaemonProcess, endpoint: Endpoint, home: Any
 ) -> None:
-    vectors = os.path.join(os.path.dirname(os.path.dirname(__file__)), "vectors")
-    with open(os.path.join(vectors, "ipc_telemetry.ndjson"), "rb") as f:
+    with open(VECTORS / "ipc_telemetry.ndjson", "rb") as f:
         lines = [line for line in f.read().splitlines() if line.strip()]
     with connect() as sock:
         sock.sendall(b"\n".join(lines) + b'\n{"type":"flush"}\n')
         assert read_line(sock)["success"] is True  # type: ignore[index]
-    with open(os.path.join(vectors, "daemon_upload.json"), encoding="utf-8") as f:
+    with open(VECTORS / "daemon_upload.json", encoding="utf-8") as f:
         reference = json.load(f)
     sent = next(e for e in endpoint.accepted_events() if e["event"] == "sync:complete")
     assert set(sent) == set(reference["events"][0])
