@@ -10,7 +10,6 @@ pile up.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from . import _jsonlite, paths, retry
 from ._time import now
 from .queue import JsonlQueue, Sender
 from .scrub import scrub_parsed_line
-from .transport import Transport, header
+from .transport import Transport, header, post_json
 from .wire import Event, encode_batch, host_arch, host_os
 
 log = logging.getLogger("ox_telemetry")
@@ -240,16 +239,10 @@ class Delivery:
 
     def _post(self, body: bytes, compress: bool) -> tuple[int | None, float | None]:
         """``(status, Retry-After)`` of one POST, ``(None, None)`` on a network error; sets ``last_answer``."""
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"ox-telemetry/{self.cli_version or '0'}",
-        }
-        if compress:
-            body = gzip.compress(body, compresslevel=6, mtime=0)
-            headers["Content-Encoding"] = "gzip"
         self.requests += 1
         try:
-            response = self.transport.post(self.url, body, headers, self.policy.timeout)
+            response = post_json(self.transport, self.url, body, f"ox-telemetry/{self.cli_version or '0'}",
+                                 self.policy.timeout, compress)
             status = int(response.status)
         except Exception as exc:  # OSError is the network; anything else is a broken transport
             log.debug("telemetry POST to %s failed: %r", self.url, exc)

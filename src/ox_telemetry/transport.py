@@ -31,6 +31,19 @@ class Transport(Protocol):
         ...
 
 
+def post_json(
+    transport: Transport, url: str, body: bytes, user_agent: str, timeout: float, compress: bool
+) -> Response:
+    """POST a JSON ``body``, gzip-compressed when ``compress``: how the uploader and the daemon both send."""
+    headers = {"Content-Type": "application/json", "User-Agent": user_agent}
+    if compress:
+        import gzip  # only the sending processes pay for it
+
+        body = gzip.compress(body, compresslevel=6, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+    return transport.post(url, body, headers, timeout)
+
+
 class HTTPResponse:
     """A status and headers (names kept as sent; look them up with :func:`header`)."""
 

@@ -16,7 +16,6 @@ process's exit.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from typing import Any, NamedTuple, TypeVar
 from .. import __version__, _time, consent, paths, retry
 from ..queue import _write_atomic
 from ..scrub import scrub_value
-from ..transport import Transport, header
+from ..transport import Transport, header, post_json
 from .settings import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Settings
 from .spool import Spool
 
@@ -260,15 +259,10 @@ class Uploader:
     def _post(self, body: bytes) -> _Reply:
         while True:  # once more, without gzip, after a 415
             compress = not self._plain
-            headers = {"Content-Type": "application/json", "User-Agent": f"ox-telemetry-daemon/{__version__}"}
-            if compress:
-                headers["Content-Encoding"] = "gzip"
             self.requests += 1
             try:
-                response = self.transport.post(
-                    self.url, gzip.compress(body, compresslevel=6, mtime=0) if compress else body, headers,
-                    self.settings.timeout,
-                )
+                response = post_json(self.transport, self.url, body, f"ox-telemetry-daemon/{__version__}",
+                                     self.settings.timeout, compress)
                 status = int(response.status)
             except Exception as exc:  # OSError is the network; anything else a broken transport
                 return _Reply(None, f"network: {exc.__class__.__name__}: {exc}"[:300])
