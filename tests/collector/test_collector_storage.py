@@ -50,7 +50,7 @@ def count(storage: Storage, table: str = "events") -> int:
 
 def test_schema_is_created_versioned_and_reopened(db_url: str) -> None:
     first = open_storage(db_url)
-    first.write([WriteJob(client_rows(ev()))])
+    first.write([WriteJob.of(client_rows(ev()))])
     assert first.query("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
     first.close()
     again = open_storage(db_url)  # migrating an up-to-date store changes nothing
@@ -76,43 +76,71 @@ def test_a_newer_schema_is_refused(storage: Storage, db_url: str) -> None:
         open_storage(db_url)
 
 
+def test_a_version_1_sqlite_store_keeps_its_events_through_the_migration(tmp_path: Any) -> None:
+    import sqlite3
+
+    from ox_telemetry.collector.storage import schema
+
+    path = tmp_path / "v1.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    for statement in schema.MIGRATIONS[0]("sqlite"):
+        conn.execute(statement)
+    known = ev(metadata={"k": "v"})
+    rows = client_rows(known, ev(event_id=""))  # the second was sent without an id
+    marks = ", ".join("?" * len(schema.CLIENT_NAMES))
+    conn.executemany(f"INSERT INTO events ({', '.join(schema.CLIENT_NAMES)}) VALUES ({marks})", rows)
+    conn.close()
+
+    store = open_storage(f"sqlite://{path}")
+    try:
+        assert store.query("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+        stored = store.query(f"SELECT {', '.join(schema.CLIENT_NAMES)} FROM events ORDER BY id")
+        assert [tuple(r) for r in stored] == [tuple(int(v) if isinstance(v, bool) else v for v in r) for r in rows]
+        assert store.write([WriteJob.of(client_rows(known)), WriteJob.of(client_rows(ev()))]) == [0, 1]
+        assert count(store) == 3
+    finally:
+        store.close()
+
+
 def test_write_reports_new_rows_per_job_and_skips_stored_ones(storage: Storage) -> None:
     a, b, c = ev(), ev(), ev()
-    assert storage.write([WriteJob(client_rows(a, b)), WriteJob(client_rows(c))]) == [2, 1]
-    assert storage.write([WriteJob(client_rows(c, ev())), WriteJob(client_rows(a))]) == [1, 0]
+    assert storage.write([WriteJob.of(client_rows(a, b)), WriteJob.of(client_rows(c))]) == [2, 1]
+    assert storage.write([WriteJob.of(client_rows(c, ev())), WriteJob.of(client_rows(a))]) == [1, 0]
     assert count(storage) == 4
     d = {"uuid": str(uuid.uuid4()), "ts": (NOW + 1) * 1000, "event": "app:startup"}
-    assert storage.write([WriteJob((), daemon_rows(d))]) == [1]
-    assert storage.write([WriteJob(client_rows(b), daemon_rows(d))]) == [0]
+    assert storage.write([WriteJob.of((), daemon_rows(d))]) == [1]
+    assert storage.write([WriteJob.of(client_rows(b), daemon_rows(d))]) == [0]
     assert count(storage, "daemon_events") == 1
 
 
 def test_repeats_within_one_transaction_are_stored_once(storage: Storage) -> None:
     a = ev()
-    assert commit(storage, [WriteJob(client_rows(a, a)), WriteJob(client_rows(a, ev()))]) == [1, 1]
+    assert commit(storage, [WriteJob.of(client_rows(a, a)), WriteJob.of(client_rows(a, ev()))]) == [1, 1]
     assert count(storage) == 2
 
 
 def test_rows_without_an_id_are_never_duplicates(storage: Storage) -> None:
     anonymous = ev()
     del anonymous["event_id"]
-    assert storage.write([WriteJob(client_rows(anonymous, anonymous))]) == [2]
-    assert storage.write([WriteJob(client_rows(anonymous))]) == [1]
+    assert storage.write([WriteJob.of(client_rows(anonymous, anonymous))]) == [2]
+    assert storage.write([WriteJob.of(client_rows(anonymous))]) == [1]
     assert count(storage) == 3
 
 
 def test_identity_is_the_id_with_its_own_time(storage: Storage) -> None:
     # A redelivery repeats both; the same id at another time is another event.
     first = ev(NOW)
-    storage.write([WriteJob(client_rows(first))])
-    assert storage.write([WriteJob(client_rows(first, received=NOW + 3600))]) == [0]
-    assert storage.write([WriteJob(client_rows({**first, "timestamp": stamp(NOW + 1)}))]) == [1]
+    storage.write([WriteJob.of(client_rows(first))])
+    assert storage.write([WriteJob.of(client_rows(first, received=NOW + 3600))]) == [0]
+    assert storage.write([WriteJob.of(client_rows({**first, "timestamp": stamp(NOW + 1)}))]) == [1]
 
 
 def test_a_failed_job_does_not_sink_the_others(storage: Storage) -> None:
     good = client_rows(ev())
     broken = [("id", *client_rows(ev())[0][1:-1])]  # a row one column short
-    results = commit(storage, [WriteJob(good), WriteJob(broken), WriteJob(client_rows(ev()))])
+    results = commit(storage, [WriteJob.of(good), WriteJob.of(broken), WriteJob.of(client_rows(ev()))])
     assert results[0] == 1 and isinstance(results[1], str) and results[2] == 1
     assert count(storage) == 2
 
@@ -120,10 +148,10 @@ def test_a_failed_job_does_not_sink_the_others(storage: Storage) -> None:
 def test_a_store_that_refuses_all_writes_fails_every_job(tmp_path: Any) -> None:
     store = open_storage(f"sqlite://{tmp_path}/ro.sqlite3")
     store._writer.execute("PRAGMA query_only=1")  # type: ignore[attr-defined]  # as a full or read-only disk would
-    results = commit(store, [WriteJob(client_rows(ev())), WriteJob(client_rows(ev()))])
+    results = commit(store, [WriteJob.of(client_rows(ev())), WriteJob.of(client_rows(ev()))])
     assert all(isinstance(r, str) and "readonly" in r for r in results)
     with pytest.raises(StoreUnavailable):
-        store.write([WriteJob(client_rows(ev()))])
+        store.write([WriteJob.of(client_rows(ev()))])
     store.close()
 
 
@@ -141,7 +169,7 @@ def test_rollups_always_match_the_events(storage: Storage) -> None:
                      success=rng.random() > 0.2, agent_type=rng.choice(["", "cursor"]))
                   for _ in range(rng.randrange(1, 60))]
         events += rng.sample(stored, min(len(stored), 5))  # some redeliveries
-        storage.write([WriteJob(client_rows(*events))])
+        storage.write([WriteJob.of(client_rows(*events))])
         stored += events
     total = count(storage)
     for level in LEVELS:
@@ -162,8 +190,8 @@ def test_stats_are_exact_to_the_minute(storage: Storage) -> None:
     outside = [ev(start - 1), ev(end)]
     # Received after the range: times in it are not in the future, so charted at their own time.
     received = end + 120
-    storage.write([WriteJob(client_rows(*inside, *outside, received=received)),
-                   WriteJob((), daemon_rows({"uuid": "d1", "ts": NOW * 1000, "event": "sync:complete"},
+    storage.write([WriteJob.of(client_rows(*inside, *outside, received=received)),
+                   WriteJob.of((), daemon_rows({"uuid": "d1", "ts": NOW * 1000, "event": "sync:complete"},
                                             {"uuid": "d2", "ts": (end + 60) * 1000, "event": "sync:complete"},
                                             received=received))])
     data = query_stats(storage, start, end)
@@ -184,7 +212,7 @@ def test_stats_are_exact_to_the_minute(storage: Storage) -> None:
 def test_percentiles_are_within_the_bin_precision(storage: Storage) -> None:
     rng = random.Random(5)
     durations = [int(rng.lognormvariate(6, 1)) + 1 for _ in range(400)]
-    storage.write([WriteJob(client_rows(*[ev(NOW + i, command="prime", duration_ms=d)
+    storage.write([WriteJob.of(client_rows(*[ev(NOW + i, command="prime", duration_ms=d)
                                           for i, d in enumerate(durations)]))])
     got = query_stats(storage, NOW, NOW + 3600)["commands"][0]
     ordered = sorted(durations)
@@ -205,7 +233,7 @@ def test_concurrent_writers_share_one_store(db_url: str) -> None:
     def run(store: Storage, offset: int) -> None:
         try:
             for i in range(offset, len(rows), 40):
-                results.extend(store.write([WriteJob(rows[i:i + 60])]))
+                results.extend(store.write([WriteJob.of(rows[i:i + 60])]))
         except BaseException as exc:
             errors.append(exc)
 

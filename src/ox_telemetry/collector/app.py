@@ -54,7 +54,7 @@ def _parse(endpoint: str, body: bytes, received: int) -> tuple[ingest.Parsed, Wr
     """The checked rows of a body and the job for the writer, with the rows already counted for the rollups:
     counted here, beside the writer, as it is the busier of the two processes."""
     parsed = _PARSERS[endpoint](body, received)
-    return parsed, WriteJob(parsed.client_rows, parsed.daemon_rows, tally(parsed.client_rows, parsed.daemon_rows))
+    return parsed, WriteJob.of(parsed.client_rows, parsed.daemon_rows, tally(parsed.client_rows, parsed.daemon_rows))
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

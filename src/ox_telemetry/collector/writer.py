@@ -141,7 +141,7 @@ class Writer:
         self._waiting[self._seq] = (future, len(job))
         self._queued_rows += len(job)
         try:
-            proc.stdin.write(frame((self._seq, job.client_rows, job.daemon_rows, job.tally)))
+            proc.stdin.write(frame((self._seq, job)))
             await proc.stdin.drain()  # waits while the pipe is full: back-pressure, not a blocked loop
         except OSError as exc:
             raise StorageError(f"the writer process is gone: {exc}") from None

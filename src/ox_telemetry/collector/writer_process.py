@@ -7,7 +7,7 @@ alone fell to under 1,000 with a busy thread beside it. A process of its own
 writes at full speed on the second core, and the server keeps the first.
 
 Frames both ways: a 4-byte big-endian length, then a pickle. In: first
-``(db_url, max_group)``, then ``(seq, client_rows, daemon_rows, tally)``. Out: first
+``(db_url, max_group)``, then ``(seq, WriteJob)``. Out: first
 ``("ready", None)`` or ``("failed", message)``, then ``(seq, stored_count)``
 or ``(seq, error_message)``. End of input: commit what is read, exit.
 """
@@ -24,8 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .storage import Row, Storage, StorageError, StoreUnavailable, WriteJob, open_storage
-from .storage.schema import dedup_key
+from .storage import Storage, StorageError, StoreUnavailable, WriteJob, open_storage
 
 log = logging.getLogger("ox_telemetry.collector.writer")
 _HEADER = struct.Struct(">I")
@@ -79,33 +78,12 @@ class _Input:
             message = self._next()
             if message is not None:
                 group.append(message)
-                rows += len(message[1]) + len(message[2])
+                rows += len(message[1])
             elif self.eof or (group and not select.select([self.fd], [], [], 0)[0]):
                 break
             else:
                 self._fill()
         return group
-
-
-def write_unique(storage: Storage, jobs: Sequence[WriteJob]) -> list[int]:
-    """``storage.write`` with rows whose identity already appeared earlier in ``jobs`` left out (duplicates)."""
-    seen: set[tuple[int, object]] = set()
-    unique_jobs = []
-    for job in jobs:
-        parts: list[list[Row]] = []
-        for kind, rows in enumerate((job.client_rows, job.daemon_rows)):
-            kept = []
-            for row in rows:
-                key = dedup_key(row)
-                if key is not None:
-                    if (kind, key) in seen:
-                        continue
-                    seen.add((kind, key))
-                kept.append(row)
-            parts.append(kept)
-        whole = len(parts[0]) == len(job.client_rows) and len(parts[1]) == len(job.daemon_rows)
-        unique_jobs.append(WriteJob(parts[0], parts[1], job.tally if whole else None))
-    return storage.write(unique_jobs)
 
 
 def commit(storage: Storage, jobs: Sequence[WriteJob]) -> list[int | str]:
@@ -114,7 +92,7 @@ def commit(storage: Storage, jobs: Sequence[WriteJob]) -> list[int | str]:
     When the store itself is down, all fail at once: trying each alone would only wait longer.
     """
     try:
-        return list(write_unique(storage, jobs))
+        return list(storage.write(jobs))
     except StoreUnavailable as exc:
         log.error("%s", exc)
         return [str(exc)] * len(jobs)
@@ -143,7 +121,7 @@ def serve(fd_in: int, fd_out: int) -> int:
         out.write(frame(("ready", None)))
         out.flush()
         while group := source.read_group(max_group):
-            results = commit(storage, [WriteJob(client, daemon, counted) for _, client, daemon, counted in group])
+            results = commit(storage, [job for _, job in group])
             out.write(b"".join(frame((message[0], result)) for message, result in zip(group, results, strict=True)))
             out.flush()
     except BrokenPipeError:

@@ -10,27 +10,103 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .schema import Dialect, dedup_key
+import msgspec
+
+from .schema import Dialect, Key, dedup_key
 
 if TYPE_CHECKING:
     from .rollup import Tally
 
 Row = tuple[Any, ...]
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(list[tuple[Any, ...]]).decode
+
+
+class _Identity(msgspec.Struct, array_like=True):
+    """The first two columns of a row, which both tables start with; the rest are skipped in C."""
+
+    id: str | None
+    time: int | None
+
+
+_identities = msgspec.json.Decoder(list[_Identity]).decode
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Rows of one kind (client or daemon events) from one request, packed to cross to the writer cheaply:
+    one JSON array of the rows, each an array in column order (schema.py), which is what SQLite stores."""
+
+    json: bytes = b"[]"
+    count: int = 0
+
+    @classmethod
+    def of(cls, rows: Sequence[Row]) -> Packed:
+        """``rows``, packed."""
+        return cls(_encode(rows), len(rows))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def rows(self) -> list[Row]:
+        """The rows, unpacked."""
+        return _decode(self.json)
+
+    def keys(self) -> list[Key]:
+        """The identities (:func:`schema.dedup_key`) of the rows that have an id."""
+        return [(i.time or 0, i.id) for i in _identities(self.json) if i.id is not None]
 
 
 @dataclass(frozen=True)
 class WriteJob:
-    """The rows of one request: client events and daemon events, in column order (schema.py).
+    """What one request stores: its client events and its daemon events.
 
     ``tally``: all these rows counted for the rollups (rollup.tally), when the producer counted them.
     """
 
-    client_rows: Sequence[Row] = ()
-    daemon_rows: Sequence[Row] = ()
+    client: Packed = Packed()
+    daemon: Packed = Packed()
     tally: Tally | None = None
 
+    @classmethod
+    def of(
+        cls, client_rows: Sequence[Row] = (), daemon_rows: Sequence[Row] = (), tally: Tally | None = None
+    ) -> WriteJob:
+        """A job of unpacked rows."""
+        return cls(Packed.of(client_rows), Packed.of(daemon_rows), tally)
+
     def __len__(self) -> int:
-        return len(self.client_rows) + len(self.daemon_rows)
+        return len(self.client) + len(self.daemon)
+
+
+#: Per job, the (client, daemon) rows stored when only some were new; None when all were.
+Stored = tuple[list[Row], list[Row]] | None
+
+
+def new_rows(rows: Sequence[Row], new: set[Key]) -> list[Row]:
+    """The rows without an id, and the first row of each identity in ``new``, which is emptied as they are
+    found: share it across jobs and a repeat in a later job is left out too."""
+    out = []
+    for row in rows:
+        key = dedup_key(row)
+        if key is None:
+            out.append(row)
+        elif key in new:
+            new.discard(key)
+            out.append(row)
+    return out
+
+
+def stored_of(job: WriteJob, client: list[Row] | None, daemon: list[Row] | None) -> Stored:
+    """A job's :data:`Stored`, from the client and daemon rows stored (None where all were)."""
+    if client is None and daemon is None:
+        return None
+    return (job.client.rows() if client is None else client, job.daemon.rows() if daemon is None else daemon)
+
+
+def stored_count(job: WriteJob, stored: Stored) -> int:
+    """How many of ``job``'s rows were stored."""
+    return len(job) if stored is None else len(stored[0]) + len(stored[1])
 
 
 class StorageError(Exception):
@@ -112,19 +188,3 @@ class ConnectionPool(Generic[C]):
                 self._close(self._idle.get_nowait())
             except queue.Empty:
                 return
-
-
-def stored_rows(
-    jobs: Sequence[WriteJob], daemon: bool, new_keys: set[tuple[Any, Any]] | None
-) -> list[Sequence[Row]]:
-    """Per job, the client (or daemon) rows that were stored.
-
-    ``new_keys``: the (time, id) pairs (:func:`schema.dedup_key`) the insert
-    reported as new; None when every row was stored. Rows without an id are
-    always stored.
-    """
-    kept = []
-    for job in jobs:
-        rows = job.daemon_rows if daemon else job.client_rows
-        kept.append(rows if new_keys is None else [r for r in rows if r[0] is None or dedup_key(r) in new_keys])
-    return kept

@@ -16,7 +16,18 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import errors
 
-from .base import ConnectionPool, Row, Storage, StorageError, StoreUnavailable, WriteJob, stored_rows
+from .base import (
+    ConnectionPool,
+    Packed,
+    Row,
+    Storage,
+    StorageError,
+    StoreUnavailable,
+    WriteJob,
+    new_rows,
+    stored_count,
+    stored_of,
+)
 from .rollup import rollup_of, upsert_rollup
 from .schema import (
     CLIENT_COLUMNS,
@@ -50,11 +61,10 @@ def _move(table: str, staging: str, columns: tuple[tuple[str, str], ...]) -> str
 
 
 _CREATE_STAGING = (_staging("staging_events", CLIENT_COLUMNS), _staging("staging_daemon", DAEMON_COLUMNS))
-# (daemon?, COPY into staging, move into the table returning the new keys)
+# (COPY into staging, move into the table returning the new keys) for client events, then daemon events
 _STEPS = (
-    (False, f"COPY staging_events ({', '.join(CLIENT_NAMES)}) FROM STDIN",
-     _move("events", "staging_events", CLIENT_COLUMNS)),
-    (True, f"COPY staging_daemon ({', '.join(DAEMON_NAMES)}) FROM STDIN",
+    (f"COPY staging_events ({', '.join(CLIENT_NAMES)}) FROM STDIN", _move("events", "staging_events", CLIENT_COLUMNS)),
+    (f"COPY staging_daemon ({', '.join(DAEMON_NAMES)}) FROM STDIN",
      _move("daemon_events", "staging_daemon", DAEMON_COLUMNS)),
 )
 # Each rollup table gets all its rows in one statement, as arrays (one round trip, not one a row).
@@ -125,28 +135,18 @@ class PostgresStorage(Storage):
 
     def _write_once(self, jobs: Sequence[WriteJob]) -> list[int]:
         conn = self._writer_connection()
-        kept: list[list[Sequence[Row]]] = []
         with conn.transaction(), conn.cursor() as cur:
-            for daemon, copy_statement, move in _STEPS:
-                rows = [row for job in jobs for row in (job.daemon_rows if daemon else job.client_rows)]
-                if not rows:
-                    kept.append([() for _ in jobs])
-                    continue
-                with cur.copy(copy_statement) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                keys = cur.execute(move).fetchall()
-                # Rows without an id are always new; others are new when their key came back.
-                new_keys = None if len(keys) == len(rows) else {(t, k) for t, k in keys if k is not None}
-                kept.append(stored_rows(jobs, daemon, new_keys))
+            client = _store(cur, *_STEPS[0], [job.client for job in jobs])
+            daemon = _store(cur, *_STEPS[1], [job.daemon for job in jobs])
+            stored = [stored_of(job, c, d) for job, c, d in zip(jobs, client, daemon, strict=True)]
             with conn.pipeline():
-                for level, (count_rows, duration_rows) in rollup_of(jobs, kept[0], kept[1]).rows().items():
+                for level, (count_rows, duration_rows) in rollup_of(jobs, stored).rows().items():
                     counts_sql, durations_sql = _UPSERTS[level]
                     if count_rows:
                         cur.execute(counts_sql, _columns(count_rows))
                     if duration_rows:
                         cur.execute(durations_sql, _columns(duration_rows))
-        return [len(c) + len(d) for c, d in zip(kept[0], kept[1], strict=True)]
+        return [stored_count(job, rows) for job, rows in zip(jobs, stored, strict=True)]
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """See :meth:`Storage.query`."""
@@ -166,6 +166,26 @@ class PostgresStorage(Storage):
     def describe(self) -> str:
         """See :meth:`Storage.describe`."""
         return redact(self.url)
+
+
+def _store(cur: psycopg.Cursor[Any], copy_statement: str, move: str, packs: list[Packed]) -> list[list[Row] | None]:
+    """COPY the rows of every pack in and move the new ones into their table.
+
+    Per pack: None when all its rows were new, else the rows that were.
+    """
+    rows = [pack.rows() for pack in packs]
+    total = sum(map(len, rows))
+    if total:
+        with cur.copy(copy_statement) as copy:
+            for pack_rows in rows:
+                for row in pack_rows:
+                    copy.write_row(row)
+        keys = cur.execute(move).fetchall()
+        if len(keys) != total:
+            # Rows without an id are always new; others are new when their key came back.
+            new = {(t, k) for t, k in keys if k is not None}
+            return [new_rows(pack_rows, new) for pack_rows in rows]
+    return [None] * len(packs)
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from .base import Row, WriteJob
+from .base import Row, Stored, WriteJob
 from .schema import CLIENT_NAMES, DAEMON_NAMES, LEVELS
 
 #: Longest dimension value kept in a rollup key (PostgreSQL's B-tree entries are bounded).
@@ -46,15 +47,21 @@ class Rollup:
         for level in LEVELS:
             self.durations[(level, minute // level * level, command[:MAX_VALUE], index)] += n
 
-    def rows(self) -> dict[int, tuple[list[tuple[str, int, str, int, int]], list[tuple[int, str, int, int]]]]:
-        """Per level: (rollup rows ``(dim, bucket, value, n, errors)``, duration rows ``(bucket, command, bin, n)``),
-        sorted, so concurrent writers lock rows in the same order."""
+    def rows(self, ordered: bool = True) -> dict[int, tuple[list[tuple[str, int, str, int, int]],
+                                                             list[tuple[int, str, int, int]]]]:
+        """Per level: (rollup rows ``(dim, bucket, value, n, errors)``, duration rows ``(bucket, command, bin, n)``).
+
+        ``ordered``: sorted, so concurrent writers (PostgreSQL's) lock rows in the same order.
+        """
+        def order(items: Any) -> Any:
+            return sorted(items) if ordered else items
+
         out: dict[int, tuple[list[tuple[str, int, str, int, int]], list[tuple[int, str, int, int]]]] = {
             level: ([], []) for level in LEVELS
         }
-        for (level, dim, bucket, value), (n, errors) in sorted(self.counts.items()):
+        for (level, dim, bucket, value), (n, errors) in order(self.counts.items()):
             out[level][0].append((dim, bucket, value, n, errors))
-        for (level, bucket, command, index), n in sorted(self.durations.items()):
+        for (level, bucket, command, index), n in order(self.durations.items()):
             out[level][1].append((bucket, command, index, n))
         return out
 
@@ -116,35 +123,43 @@ class Tally:
 def tally(client_rows: Iterable[Row], daemon_rows: Iterable[Row]) -> Tally:
     """Count stored rows (schema column order) by what the rollups need of them."""
     out = Tally()
+    # A few hundred thousand rows a second pass through here: plain dict.get, not Counter's += (its
+    # __missing__ is Python), and every column read by a constant index.
     clients, durations = out.clients, out.durations
+    count_client, count_duration = clients.get, durations.get
     c_type, c_time, c_recv, c_flag = _C["type"], _C["event_time"], _C["received_at"], _C["time_flag"]
     c_cmd, c_ok, c_agent, c_ver = _C["command"], _C["success"], _C["agent_type"], _C["cli_version"]
     c_os, c_arch, c_bin = _C["os"], _C["arch"], _C["duration_bin"]
     for r in client_rows:
-        kind = r[c_type]
-        run = kind in COMMAND_TYPES
-        minute = _minute(r[c_time], r[c_recv], r[c_flag])
-        clients[(
-            minute, kind, r[c_cmd] if run else None, r[c_ver], f"{r[c_os]}/{r[c_arch]}", r[c_agent], r[c_flag],
-            run and (kind == "command_error" or not r[c_ok]),
-        )] += 1
-        if run and r[c_bin] is not None:
-            durations[(minute, r[c_cmd], r[c_bin])] += 1
+        kind, flag = r[c_type], r[c_flag]
+        minute = _minute(r[c_time], r[c_recv], flag)
+        platform = f"{r[c_os]}/{r[c_arch]}"
+        if kind in COMMAND_TYPES:
+            command, index = r[c_cmd], r[c_bin]
+            key: _ClientCombo = (minute, kind, command, r[c_ver], platform, r[c_agent], flag,
+                                 kind == "command_error" or not r[c_ok])
+            if index is not None:
+                runs = (minute, command, index)
+                durations[runs] = count_duration(runs, 0) + 1
+        else:
+            key = (minute, kind, None, r[c_ver], platform, r[c_agent], flag, False)
+        clients[key] = count_client(key, 0) + 1
     d_event, d_time, d_recv, d_flag = _D["event"], _D["event_time"], _D["received_at"], _D["time_flag"]
     for r in daemon_rows:
         out.daemons[(_minute(r[d_time], r[d_recv], r[d_flag]), r[d_event], r[d_flag])] += 1
     return out
 
 
-def rollup_of(jobs: Sequence[WriteJob], client_kept: Sequence[Sequence[Row]],
-              daemon_kept: Sequence[Sequence[Row]]) -> Rollup:
+def rollup_of(jobs: Sequence[WriteJob], stored: Sequence[Stored]) -> Rollup:
     """The rollup of the rows each job stored. A job's own tally, made when it was parsed (beside the writer,
-    not in it), serves when all its rows were new, the common case; else its kept rows are counted here.
+    not in it), serves when all its rows were new, the common case; else its stored rows are counted here.
     The tallies are added up first, so a transaction of many requests expands each combination once."""
     total = Tally()
-    for job, clients, daemons in zip(jobs, client_kept, daemon_kept, strict=True):
-        whole = len(clients) == len(job.client_rows) and len(daemons) == len(job.daemon_rows)
-        total.update(job.tally if whole and job.tally is not None else tally(clients, daemons))
+    for job, rows in zip(jobs, stored, strict=True):
+        if rows is None and job.tally is not None:
+            total.update(job.tally)
+        else:
+            total.update(tally(*rows) if rows is not None else tally(job.client.rows(), job.daemon.rows()))
     return total.rollup()
 
 

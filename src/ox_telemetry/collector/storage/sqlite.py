@@ -1,4 +1,8 @@
-"""SQLite storage: one file, WAL journal, group commits from the single writer thread."""
+"""SQLite storage: one file, WAL journal, group commits from the single writer thread.
+
+Each request's rows go in as one JSON array, their ids into a key table that
+refuses duplicates (schema.py says why, and the views that read them back).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,31 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import ConnectionPool, Row, Storage, StorageError, StoreUnavailable, WriteJob, stored_rows
+import msgspec
+
+from .base import (
+    ConnectionPool,
+    Packed,
+    Row,
+    Storage,
+    StorageError,
+    StoreUnavailable,
+    WriteJob,
+    new_rows,
+    stored_count,
+    stored_of,
+)
 from .rollup import rollup_of, upsert_rollup
-from .schema import CLIENT_NAMES, DAEMON_NAMES, LEVEL_NAMES, LEVELS, SchemaTooNew, migrate
+from .schema import LEVEL_NAMES, LEVELS, SchemaTooNew, batches_table, keys_table, migrate
 
 _BUSY_MS = 10_000  # another process holding the write lock (a second collector on the same file) waits, not fails
-
-
-def _insert(table: str, names: tuple[str, ...]) -> str:
-    marks = ", ".join("?" * len(names))
-    return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks}) ON CONFLICT DO NOTHING"
-
-
-_INSERT_CLIENT = _insert("events", CLIENT_NAMES)
-_INSERT_DAEMON = _insert("daemon_events", DAEMON_NAMES)
+_encode = msgspec.json.Encoder().encode
+# (insert a key, insert a request's rows) for client events, then daemon events
+_STEPS = tuple(
+    (f"INSERT INTO {keys_table(view)} (time, id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+     f"INSERT INTO {batches_table(view)} (rows) VALUES (?)")
+    for view in ("events", "daemon_events")
+)
 _UPSERTS = {level: upsert_rollup(LEVEL_NAMES[level], "VALUES (?, ?, ?, ?, ?)", "VALUES (?, ?, ?, ?)")
             for level in LEVELS}
 
@@ -84,27 +99,13 @@ class SQLiteStorage(Storage):
         return stored
 
     def _insert(self, conn: sqlite3.Connection, jobs: Sequence[WriteJob]) -> list[int]:
-        kept: list[list[Sequence[Row]]] = []
-        for daemon, table, statement in ((False, "events", _INSERT_CLIENT), (True, "daemon_events", _INSERT_DAEMON)):
-            rows = [row for job in jobs for row in (job.daemon_rows if daemon else job.client_rows)]
-            if not rows:
-                kept.append([() for _ in jobs])
-                continue
-            # The write lock is held since BEGIN IMMEDIATE and ids only grow: new rows are past this one.
-            after = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
-            inserted = conn.executemany(statement, rows).rowcount
-            new_keys = None
-            if inserted != len(rows):  # some were duplicates: which rows are new?
-                key = DAEMON_NAMES[0] if daemon else CLIENT_NAMES[0]
-                new_keys = set(conn.execute(
-                    f"SELECT coalesce(client_time, 0), {key} FROM {table} WHERE id > ? AND {key} IS NOT NULL",
-                    (after,)))
-            kept.append(stored_rows(jobs, daemon, new_keys))
-        for level, (counts_rows, duration_rows) in rollup_of(jobs, kept[0], kept[1]).rows().items():
+        stored = [stored_of(job, _store(conn, *_STEPS[0], job.client), _store(conn, *_STEPS[1], job.daemon))
+                  for job in jobs]
+        for level, (counts_rows, duration_rows) in rollup_of(jobs, stored).rows(ordered=False).items():
             upsert_counts, upsert_durations = _UPSERTS[level]
             conn.executemany(upsert_counts, counts_rows)
             conn.executemany(upsert_durations, duration_rows)
-        return [len(c) + len(d) for c, d in zip(kept[0], kept[1], strict=True)]
+        return [stored_count(job, rows) for job, rows in zip(jobs, stored, strict=True)]
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """See :meth:`Storage.query`."""
@@ -122,6 +123,30 @@ class SQLiteStorage(Storage):
     def describe(self) -> str:
         """See :meth:`Storage.describe`."""
         return f"sqlite://{self.path}"
+
+
+def _store(conn: sqlite3.Connection, insert_key: str, insert_rows: str, packed: Packed) -> list[Row] | None:
+    """Store the rows of ``packed`` not stored before (rows without an id always are);
+    None when that was all of them, else the rows stored."""
+    if not packed:
+        return None
+    keys = packed.keys()
+    conn.execute("SAVEPOINT job")
+    inserted = conn.executemany(insert_key, keys).rowcount if keys else 0
+    if inserted == len(keys):  # the common case: nothing seen before
+        conn.execute("RELEASE job")
+        conn.execute(insert_rows, (packed.json.decode(),))
+        return None
+    if inserted:  # some were stored before: which? One at a time, then.
+        conn.execute("ROLLBACK TO job")
+        new = {key for key in keys if conn.execute(insert_key, key).rowcount}
+    else:  # all were: a whole request sent again
+        new = set()
+    conn.execute("RELEASE job")
+    rows = new_rows(packed.rows(), new)
+    if rows:
+        conn.execute(insert_rows, (_encode(rows).decode(),))
+    return rows
 
 
 def _close(conn: sqlite3.Connection) -> None:
