@@ -333,6 +333,17 @@ def bench_dashboard(db: str, total: int) -> None:
     server.stop()
 
 
+def loop_ns() -> float:
+    """Nanoseconds per step of an empty Python loop, median of 5: how fast this machine is right now."""
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(1_000_000):
+            pass
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each sending run")
@@ -343,7 +354,8 @@ def main() -> None:
     parser.add_argument("--skip-sqlite", action="store_true", help="skip the SQLite ingest run")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="ox-bench-")
-    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; work dir {tmp}")
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; work dir {tmp}; "
+          f"machine speed now: {loop_ns():.0f} ns a pure-Python loop step (this VM varies; compare runs by it)")
     if not args.skip_sqlite:
         bench_store("SQLite", lambda name: f"sqlite://{tmp}/{name}.sqlite3", args.seconds, args.connections)
     if args.dashboard:

@@ -28,7 +28,6 @@ from .metrics import Metrics
 from .openapi import DOCUMENT
 from .stats import MAX_SPAN, query_stats
 from .storage import Storage, StorageError, WriteJob
-from .storage.rollup import tally
 from .writer import Writer
 
 log = logging.getLogger("ox_telemetry.collector")
@@ -51,10 +50,9 @@ _PARSERS = {"telemetry": ingest.client_batch, "tevents": ingest.daemon_upload}
 
 
 def _parse(endpoint: str, body: bytes, received: int) -> tuple[ingest.Parsed, WriteJob]:
-    """The checked rows of a body and the job for the writer, with the rows already counted for the rollups:
-    counted here, beside the writer, as it is the busier of the two processes."""
+    """The checked rows of a body, and the job for the writer."""
     parsed = _PARSERS[endpoint](body, received)
-    return parsed, WriteJob.of(parsed.client_rows, parsed.daemon_rows, tally(parsed.client_rows, parsed.daemon_rows))
+    return parsed, WriteJob.of(parsed.client_rows, parsed.daemon_rows)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

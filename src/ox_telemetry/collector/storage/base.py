@@ -8,14 +8,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from .schema import Dialect, Key, dedup_key
-
-if TYPE_CHECKING:
-    from .rollup import Tally
 
 Row = tuple[Any, ...]
 _encode = msgspec.json.Encoder().encode
@@ -59,21 +56,15 @@ class Packed:
 
 @dataclass(frozen=True)
 class WriteJob:
-    """What one request stores: its client events and its daemon events.
-
-    ``tally``: all these rows counted for the rollups (rollup.tally), when the producer counted them.
-    """
+    """What one request stores: its client events and its daemon events."""
 
     client: Packed = Packed()
     daemon: Packed = Packed()
-    tally: Tally | None = None
 
     @classmethod
-    def of(
-        cls, client_rows: Sequence[Row] = (), daemon_rows: Sequence[Row] = (), tally: Tally | None = None
-    ) -> WriteJob:
+    def of(cls, client_rows: Sequence[Row] = (), daemon_rows: Sequence[Row] = ()) -> WriteJob:
         """A job of unpacked rows."""
-        return cls(Packed.of(client_rows), Packed.of(daemon_rows), tally)
+        return cls(Packed.of(client_rows), Packed.of(daemon_rows))
 
     def __len__(self) -> int:
         return len(self.client) + len(self.daemon)

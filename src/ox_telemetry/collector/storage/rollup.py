@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from .base import Row, Stored, WriteJob
@@ -86,18 +87,12 @@ _DaemonCombo = tuple[int, str, "str | None"]
 @dataclass
 class Tally:
     """Rows counted by the combination of values the rollups need, per minute: far fewer entries than rows
-    (a batch's rows share most values), cheap to send to the writer and to add up across a transaction."""
+    (a transaction's rows share most values), so each is expanded into its levels and dimensions once."""
 
     clients: Counter[_ClientCombo] = field(default_factory=Counter)
     # Apart from the client combinations: nearly every run has a duration bin of its own.
     durations: Counter[_DurationCombo] = field(default_factory=Counter)
     daemons: Counter[_DaemonCombo] = field(default_factory=Counter)
-
-    def update(self, other: Tally) -> None:
-        """Add ``other``'s counts to these."""
-        self.clients.update(other.clients)
-        self.durations.update(other.durations)
-        self.daemons.update(other.daemons)
 
     def rollup(self) -> Rollup:
         """The counts to add at every level and dimension."""
@@ -151,16 +146,15 @@ def tally(client_rows: Iterable[Row], daemon_rows: Iterable[Row]) -> Tally:
 
 
 def rollup_of(jobs: Sequence[WriteJob], stored: Sequence[Stored]) -> Rollup:
-    """The rollup of the rows each job stored. A job's own tally, made when it was parsed (beside the writer,
-    not in it), serves when all its rows were new, the common case; else its stored rows are counted here.
-    The tallies are added up first, so a transaction of many requests expands each combination once."""
-    total = Tally()
+    """The rollup of the rows each job stored, counted in one pass (in the writer: the server's process, the
+    busier of the two, keeps to parsing), so a transaction of many requests expands each combination once."""
+    clients: list[Iterable[Row]] = []
+    daemons: list[Iterable[Row]] = []
     for job, rows in zip(jobs, stored, strict=True):
-        if rows is None and job.tally is not None:
-            total.update(job.tally)
-        else:
-            total.update(tally(*rows) if rows is not None else tally(job.client.rows(), job.daemon.rows()))
-    return total.rollup()
+        client, daemon = rows if rows is not None else (job.client.rows(), job.daemon.rows())
+        clients.append(client)
+        daemons.append(daemon)
+    return tally(chain.from_iterable(clients), chain.from_iterable(daemons)).rollup()
 
 
 def upsert_rollup(level_name: str, rollup_rows: str, duration_rows: str) -> tuple[str, str]:
