@@ -42,20 +42,26 @@ _FastEvent = msgspec.defstruct(
 )
 
 
-class _FastBatch(msgspec.Struct):
+class _Envelope(msgspec.Struct):
+    """A Batch's fields besides its events."""
+
+    cli_version: str = ""
+    os: str = ""
+    arch: str = ""
+    batch_timestamp: str | None = None
+
+    def read(self, received_us: int) -> tuple[tuple[str, str, str], int]:
+        """(cli_version, os, arch) and the client clock's skew; ValueError for a batch time in doubt."""
+        batch_us = None if self.batch_timestamp is None else _fast_micros(self.batch_timestamp)
+        return (self.cli_version, self.os, self.arch), 0 if batch_us is None else received_us - batch_us
+
+
+class _FastBatch(_Envelope):
     events: list[msgspec.Raw] | None = None
-    cli_version: str = ""
-    os: str = ""
-    arch: str = ""
-    batch_timestamp: str | None = None
 
 
-class _WholeBatch(msgspec.Struct):
+class _WholeBatch(_Envelope):
     events: list[_FastEvent] | None = None  # type: ignore[valid-type]
-    cli_version: str = ""
-    os: str = ""
-    arch: str = ""
-    batch_timestamp: str | None = None
 
 
 # Fastest first: the whole batch in one call, then each event on its own (to find the bad ones).
@@ -195,7 +201,7 @@ def _client_batch_whole(body: bytes, received_us: int) -> Parsed | None:
         return None
     try:
         batch = _WHOLE_DECODER.decode(body)
-        batch_us = _fast_micros(batch.batch_timestamp) if batch.batch_timestamp is not None else None
+        envelope, skew_us = batch.read(received_us)
         events = batch.events or []
         if len(events) > MAX_EVENTS:
             return None
@@ -203,8 +209,6 @@ def _client_batch_whole(body: bytes, received_us: int) -> Parsed | None:
         if len(body) > MAX_EVENT_BYTES and any(
                 len(memoryview(raw)) > MAX_EVENT_BYTES for raw in _BATCH_DECODER.decode(body).events or ()):
             return None
-        envelope = (batch.cli_version, batch.os, batch.arch)
-        skew_us = 0 if batch_us is None else received_us - batch_us
         rows = []
         for event in events:
             row = _checked_row(event, envelope, skew_us, received_us)
@@ -220,11 +224,9 @@ def _client_batch_each(body: bytes, received_us: int) -> Parsed:
     try:
         fast = _BATCH_DECODER.decode(body)
         events = fast.events or []
-        batch_us = _fast_micros(fast.batch_timestamp) if fast.batch_timestamp is not None else None
+        envelope, skew_us = fast.read(received_us)
     except (msgspec.DecodeError, ValueError, OverflowError):
         return _client_batch_slow(body, received_us)
-    envelope = (fast.cli_version, fast.os, fast.arch)
-    skew_us = 0 if batch_us is None else received_us - batch_us
     maybe_nul = _NUL in body  # rare, and then each event is checked on the slow path
 
     def make(raw: msgspec.Raw) -> Row:

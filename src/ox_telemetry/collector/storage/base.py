@@ -19,16 +19,6 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(list[tuple[Any, ...]]).decode
 
 
-class _Identity(msgspec.Struct, array_like=True):
-    """The first two columns of a row, which both tables start with; the rest are skipped in C."""
-
-    id: str | None
-    time: int | None
-
-
-_identities = msgspec.json.Decoder(list[_Identity]).decode
-
-
 @dataclass(frozen=True)
 class Packed:
     """Rows of one kind (client or daemon events) from one request, packed to cross to the writer cheaply:
@@ -49,10 +39,6 @@ class Packed:
         """The rows, unpacked."""
         return _decode(self.json)
 
-    def keys(self) -> list[Key]:
-        """The identities (:func:`schema.dedup_key`) of the rows that have an id."""
-        return [(i.time or 0, i.id) for i in _identities(self.json) if i.id is not None]
-
 
 @dataclass(frozen=True)
 class WriteJob:
@@ -70,10 +56,6 @@ class WriteJob:
         return len(self.client) + len(self.daemon)
 
 
-#: Per job, the (client, daemon) rows stored when only some were new; None when all were.
-Stored = tuple[list[Row], list[Row]] | None
-
-
 def new_rows(rows: Sequence[Row], new: set[Key]) -> list[Row]:
     """The rows without an id, and the first row of each identity in ``new``, which is emptied as they are
     found: share it across jobs and a repeat in a later job is left out too."""
@@ -86,18 +68,6 @@ def new_rows(rows: Sequence[Row], new: set[Key]) -> list[Row]:
             new.discard(key)
             out.append(row)
     return out
-
-
-def stored_of(job: WriteJob, client: list[Row] | None, daemon: list[Row] | None) -> Stored:
-    """A job's :data:`Stored`, from the client and daemon rows stored (None where all were)."""
-    if client is None and daemon is None:
-        return None
-    return (job.client.rows() if client is None else client, job.daemon.rows() if daemon is None else daemon)
-
-
-def stored_count(job: WriteJob, stored: Stored) -> int:
-    """How many of ``job``'s rows were stored."""
-    return len(job) if stored is None else len(stored[0]) + len(stored[1])
 
 
 class StorageError(Exception):
@@ -121,9 +91,9 @@ class Storage(ABC):
     def write(self, jobs: Sequence[WriteJob]) -> list[int]:
         """Store every job's rows in one transaction; return how many rows of each were new.
 
-        Rows already stored (same :func:`schema.dedup_key`) are skipped; those
-        keys are unique across ``jobs`` (the caller removes repeats). Committed when
-        this returns; raises and stores nothing on failure.
+        Rows already stored (same :func:`schema.dedup_key`), or earlier in
+        ``jobs``, are skipped. Committed when this returns; raises and stores
+        nothing on failure.
         """
 
     @abstractmethod

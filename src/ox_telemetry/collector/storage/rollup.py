@@ -12,9 +12,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
 
-from .base import Row, Stored, WriteJob
+from .base import Row
 from .schema import CLIENT_NAMES, DAEMON_NAMES, LEVELS
 
 #: Longest dimension value kept in a rollup key (PostgreSQL's B-tree entries are bounded).
@@ -48,21 +47,15 @@ class Rollup:
         for level in LEVELS:
             self.durations[(level, minute // level * level, command[:MAX_VALUE], index)] += n
 
-    def rows(self, ordered: bool = True) -> dict[int, tuple[list[tuple[str, int, str, int, int]],
-                                                             list[tuple[int, str, int, int]]]]:
-        """Per level: (rollup rows ``(dim, bucket, value, n, errors)``, duration rows ``(bucket, command, bin, n)``).
-
-        ``ordered``: sorted, so concurrent writers (PostgreSQL's) lock rows in the same order.
-        """
-        def order(items: Any) -> Any:
-            return sorted(items) if ordered else items
-
+    def rows(self) -> dict[int, tuple[list[tuple[str, int, str, int, int]], list[tuple[int, str, int, int]]]]:
+        """Per level: (rollup rows ``(dim, bucket, value, n, errors)``, duration rows ``(bucket, command, bin, n)``),
+        sorted, so concurrent writers lock rows in the same order."""
         out: dict[int, tuple[list[tuple[str, int, str, int, int]], list[tuple[int, str, int, int]]]] = {
             level: ([], []) for level in LEVELS
         }
-        for (level, dim, bucket, value), (n, errors) in order(self.counts.items()):
+        for (level, dim, bucket, value), (n, errors) in sorted(self.counts.items()):
             out[level][0].append((dim, bucket, value, n, errors))
-        for (level, bucket, command, index), n in order(self.durations.items()):
+        for (level, bucket, command, index), n in sorted(self.durations.items()):
             out[level][1].append((bucket, command, index, n))
         return out
 
@@ -145,16 +138,11 @@ def tally(client_rows: Iterable[Row], daemon_rows: Iterable[Row]) -> Tally:
     return out
 
 
-def rollup_of(jobs: Sequence[WriteJob], stored: Sequence[Stored]) -> Rollup:
-    """The rollup of the rows each job stored, counted in one pass (in the writer: the server's process, the
-    busier of the two, keeps to parsing), so a transaction of many requests expands each combination once."""
-    clients: list[Iterable[Row]] = []
-    daemons: list[Iterable[Row]] = []
-    for job, rows in zip(jobs, stored, strict=True):
-        client, daemon = rows if rows is not None else (job.client.rows(), job.daemon.rows())
-        clients.append(client)
-        daemons.append(daemon)
-    return tally(chain.from_iterable(clients), chain.from_iterable(daemons)).rollup()
+def rollup_of(stored: Sequence[tuple[Sequence[Row], Sequence[Row]]]) -> Rollup:
+    """The rollup of the (client, daemon) rows each job stored, counted in one pass (in the writer: the
+    server's process, the busier of the two, keeps to parsing), so a transaction of many requests expands
+    each combination once."""
+    return tally(chain.from_iterable(c for c, _ in stored), chain.from_iterable(d for _, d in stored)).rollup()
 
 
 def upsert_rollup(level_name: str, rollup_rows: str, duration_rows: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ views: each request's rows are stored as one JSON array in ``events_batches``
 (``daemon_events_batches``), and their ids in ``events_keys``
 (``daemon_events_keys``), which refuses duplicates. A row of 26 columns with
 its index costs SQLite about 9 µs to insert; an id and a share of one array,
-about 3 µs, and that is what lets one file take 100,000 events a second.
+about 4 µs, and the collector's ingest rose by half with it.
 Reading through the views costs more; the dashboard reads the rollups.
 """
 

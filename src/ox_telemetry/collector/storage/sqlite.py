@@ -11,25 +11,11 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import msgspec
-
-from .base import (
-    ConnectionPool,
-    Packed,
-    Row,
-    Storage,
-    StorageError,
-    StoreUnavailable,
-    WriteJob,
-    new_rows,
-    stored_count,
-    stored_of,
-)
+from .base import ConnectionPool, Packed, Row, Storage, StorageError, StoreUnavailable, WriteJob, new_rows
 from .rollup import rollup_of, upsert_rollup
-from .schema import LEVEL_NAMES, LEVELS, SchemaTooNew, batches_table, keys_table, migrate
+from .schema import LEVEL_NAMES, LEVELS, SchemaTooNew, batches_table, dedup_key, keys_table, migrate
 
 _BUSY_MS = 10_000  # another process holding the write lock (a second collector on the same file) waits, not fails
-_encode = msgspec.json.Encoder().encode
 # (insert a key, insert a request's rows) for client events, then daemon events
 _STEPS = tuple(
     (f"INSERT INTO {keys_table(view)} (time, id) VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -99,13 +85,12 @@ class SQLiteStorage(Storage):
         return stored
 
     def _insert(self, conn: sqlite3.Connection, jobs: Sequence[WriteJob]) -> list[int]:
-        stored = [stored_of(job, _store(conn, *_STEPS[0], job.client), _store(conn, *_STEPS[1], job.daemon))
-                  for job in jobs]
-        for level, (counts_rows, duration_rows) in rollup_of(jobs, stored).rows(ordered=False).items():
+        stored = [(_store(conn, *_STEPS[0], job.client), _store(conn, *_STEPS[1], job.daemon)) for job in jobs]
+        for level, (counts_rows, duration_rows) in rollup_of(stored).rows().items():
             upsert_counts, upsert_durations = _UPSERTS[level]
             conn.executemany(upsert_counts, counts_rows)
             conn.executemany(upsert_durations, duration_rows)
-        return [stored_count(job, rows) for job, rows in zip(jobs, stored, strict=True)]
+        return [len(client) + len(daemon) for client, daemon in stored]
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """See :meth:`Storage.query`."""
@@ -125,27 +110,27 @@ class SQLiteStorage(Storage):
         return f"sqlite://{self.path}"
 
 
-def _store(conn: sqlite3.Connection, insert_key: str, insert_rows: str, packed: Packed) -> list[Row] | None:
-    """Store the rows of ``packed`` not stored before (rows without an id always are);
-    None when that was all of them, else the rows stored."""
-    if not packed:
-        return None
-    keys = packed.keys()
+def _store(conn: sqlite3.Connection, insert_key: str, insert_rows: str, packed: Packed) -> list[Row]:
+    """Store the rows of ``packed`` not stored before (rows without an id always are); the rows stored."""
+    rows = packed.rows()
+    if not rows:
+        return rows
+    keys = [key for key in map(dedup_key, rows) if key is not None]
     conn.execute("SAVEPOINT job")
     inserted = conn.executemany(insert_key, keys).rowcount if keys else 0
-    if inserted == len(keys):  # the common case: nothing seen before
+    if inserted == len(keys):  # the common case: nothing seen before, so the JSON goes in as it came
         conn.execute("RELEASE job")
         conn.execute(insert_rows, (packed.json.decode(),))
-        return None
+        return rows
     if inserted:  # some were stored before: which? One at a time, then.
         conn.execute("ROLLBACK TO job")
         new = {key for key in keys if conn.execute(insert_key, key).rowcount}
     else:  # all were: a whole request sent again
         new = set()
     conn.execute("RELEASE job")
-    rows = new_rows(packed.rows(), new)
+    rows = new_rows(rows, new)
     if rows:
-        conn.execute(insert_rows, (_encode(rows).decode(),))
+        conn.execute(insert_rows, (Packed.of(rows).json.decode(),))
     return rows
 
 
