@@ -137,6 +137,17 @@ def test_identity_is_the_id_with_its_own_time(storage: Storage) -> None:
     assert storage.write([WriteJob.of(client_rows({**first, "timestamp": stamp(NOW + 1)}))]) == [1]
 
 
+def test_a_large_request_partly_stored_before_adds_only_its_new_rows(storage: Storage) -> None:
+    # More rows than one multi-row statement takes (SQLite inserts them in chunks), rollups included.
+    first = [ev(NOW + i / 1000) for i in range(150)]
+    assert storage.write([WriteJob.of(client_rows(*first))]) == [150]
+    again = first[::2] + [ev(NOW + 1 + i / 1000) for i in range(70)]
+    assert storage.write([WriteJob.of(client_rows(*again))]) == [70]
+    assert count(storage) == 220
+    for level in LEVELS:
+        assert rollup_total(storage, level, "total", "value = 'events'") == 220
+
+
 def test_a_failed_job_does_not_sink_the_others(storage: Storage) -> None:
     good = client_rows(ev())
     broken = [("id", *client_rows(ev())[0][1:-1])]  # a row one column short

@@ -25,13 +25,18 @@ _C = {name: i for i, name in enumerate(CLIENT_NAMES)}
 _D = {name: i for i, name in enumerate(DAEMON_NAMES)}
 
 
+_CountRow = tuple[str, int, str, int, int]  # (dim, bucket, value, n, errors)
+_DurationRow = tuple[int, str, int, int]  # (bucket, command, bin, n)
+
+
 @dataclass
 class Rollup:
-    """Counts to add: ``counts[(level, dim, bucket, value)] = [events, errors]`` and
-    ``durations[(level, bucket, command, bin)] = events``; buckets in Unix seconds."""
+    """Counts to add: ``counts[(level, dim, bucket, value)] = [events, errors]`` and, per level,
+    ``durations[level][(bucket, command, bin)] = events``; buckets in Unix seconds."""
 
     counts: defaultdict[tuple[int, str, int, str], list[int]] = field(default_factory=lambda: defaultdict(_pair))
-    durations: Counter[tuple[int, int, str, int]] = field(default_factory=Counter)
+    durations: dict[int, dict[tuple[int, str, int], int]] = field(
+        default_factory=lambda: {level: {} for level in LEVELS})
 
     def add(self, minute: int, dims: list[tuple[str, str]], n: int, errors: int) -> None:
         """Count ``n`` events (``errors`` of them errors) of ``minute`` under each (dimension, value)."""
@@ -42,21 +47,25 @@ class Rollup:
                 cell[0] += n
                 cell[1] += errors
 
-    def add_duration(self, minute: int, command: str, index: int, n: int) -> None:
-        """Count ``n`` runs of ``command`` in duration bin ``index``."""
+    def add_durations(self, runs: Counter[tuple[int, str, int]]) -> None:
+        """Count ``runs[(minute, command, bin)]`` runs of ``command`` in duration bin ``bin``."""
+        # Nearly a row per run: a level at a time, with plain dict.get (Counter's += calls Python on a new key).
         for level in LEVELS:
-            self.durations[(level, minute // level * level, command[:MAX_VALUE], index)] += n
+            out = self.durations[level]
+            count = out.get
+            for (minute, command, index), n in runs.items():
+                key = (minute // level * level, command[:MAX_VALUE], index)
+                out[key] = count(key, 0) + n
 
-    def rows(self) -> dict[int, tuple[list[tuple[str, int, str, int, int]], list[tuple[int, str, int, int]]]]:
+    def rows(self) -> dict[int, tuple[list[_CountRow], list[_DurationRow]]]:
         """Per level: (rollup rows ``(dim, bucket, value, n, errors)``, duration rows ``(bucket, command, bin, n)``),
         sorted, so concurrent writers lock rows in the same order."""
-        out: dict[int, tuple[list[tuple[str, int, str, int, int]], list[tuple[int, str, int, int]]]] = {
-            level: ([], []) for level in LEVELS
+        out: dict[int, tuple[list[_CountRow], list[_DurationRow]]] = {
+            level: ([], [(bucket, command, index, n) for (bucket, command, index), n in sorted(runs.items())])
+            for level, runs in self.durations.items()
         }
         for (level, dim, bucket, value), (n, errors) in sorted(self.counts.items()):
             out[level][0].append((dim, bucket, value, n, errors))
-        for (level, bucket, command, index), n in sorted(self.durations.items()):
-            out[level][1].append((bucket, command, index, n))
         return out
 
 
@@ -98,8 +107,7 @@ class Tally:
             if flag is not None:
                 dims.append(("time_flag", flag))
             rollup.add(minute, dims, n, n if error else 0)
-        for (minute, command, index), n in self.durations.items():
-            rollup.add_duration(minute, command, index, n)
+        rollup.add_durations(self.durations)
         for (minute, name, flag), n in self.daemons.items():
             dims = [("total", "daemon"), ("daemon", name)]
             if flag is not None:
@@ -149,7 +157,7 @@ def upsert_rollup(level_name: str, rollup_rows: str, duration_rows: str) -> tupl
     """(rollup upsert, durations upsert) statements for one level.
 
     ``rollup_rows`` and ``duration_rows`` are the SQL that yields the rows
-    (``VALUES (?, ...)`` for one row at a time, or a set-returning expression).
+    (a ``VALUES`` list, or a set-returning expression).
     """
     rollup = f"rollup_{level_name}"
     durations = f"durations_{level_name}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 from .base import ConnectionPool, Packed, Row, Storage, StorageError, StoreUnavailable, WriteJob, new_rows
@@ -16,14 +17,43 @@ from .rollup import rollup_of, upsert_rollup
 from .schema import LEVEL_NAMES, LEVELS, SchemaTooNew, batches_table, dedup_key, keys_table, migrate
 
 _BUSY_MS = 10_000  # another process holding the write lock (a second collector on the same file) waits, not fails
-# (insert a key, insert a request's rows) for client events, then daemon events
+# Rows go in several to a statement, in chunks of these sizes (each its own prepared statement): SQLite
+# then costs about half what it does with a statement a row (measured: 0.7 against 1.4 µs a key), and
+# the writer an eighth less in all (a fifth when each transaction holds a single request).
+_CHUNKS = (64, 16, 4, 1)
+
+
+class _Many:
+    """A statement over many rows at once: ``sql`` with ``VALUES`` where its rows go, ``width`` values a row."""
+
+    def __init__(self, sql: str, width: int) -> None:
+        row = f"({', '.join(['?'] * width)})"
+        self._sql = {size: sql.replace("VALUES", "VALUES " + ", ".join([row] * size)) for size in _CHUNKS}
+
+    def run(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> int:
+        """Execute it for ``rows``; how many rows it changed."""
+        changed = start = 0
+        while start < len(rows):
+            size = next(size for size in _CHUNKS if size <= len(rows) - start)
+            changed += conn.execute(self._sql[size], list(chain.from_iterable(rows[start:start + size]))).rowcount
+            start += size
+        return changed
+
+
+# (insert keys, insert a request's rows) for client events, then daemon events
 _STEPS = tuple(
-    (f"INSERT INTO {keys_table(view)} (time, id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+    (_Many(f"INSERT INTO {keys_table(view)} (time, id) VALUES ON CONFLICT DO NOTHING", 2),
      f"INSERT INTO {batches_table(view)} (rows) VALUES (?)")
     for view in ("events", "daemon_events")
 )
-_UPSERTS = {level: upsert_rollup(LEVEL_NAMES[level], "VALUES (?, ?, ?, ?, ?)", "VALUES (?, ?, ?, ?)")
-            for level in LEVELS}
+
+
+def _upserts(level: int) -> tuple[_Many, _Many]:
+    counts, durations = upsert_rollup(LEVEL_NAMES[level], "VALUES", "VALUES")
+    return _Many(counts, 5), _Many(durations, 4)
+
+
+_UPSERTS = {level: _upserts(level) for level in LEVELS}
 
 
 class SQLiteStorage(Storage):
@@ -88,8 +118,8 @@ class SQLiteStorage(Storage):
         stored = [(_store(conn, *_STEPS[0], job.client), _store(conn, *_STEPS[1], job.daemon)) for job in jobs]
         for level, (counts_rows, duration_rows) in rollup_of(stored).rows().items():
             upsert_counts, upsert_durations = _UPSERTS[level]
-            conn.executemany(upsert_counts, counts_rows)
-            conn.executemany(upsert_durations, duration_rows)
+            upsert_counts.run(conn, counts_rows)
+            upsert_durations.run(conn, duration_rows)
         return [len(client) + len(daemon) for client, daemon in stored]
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
@@ -110,21 +140,21 @@ class SQLiteStorage(Storage):
         return f"sqlite://{self.path}"
 
 
-def _store(conn: sqlite3.Connection, insert_key: str, insert_rows: str, packed: Packed) -> list[Row]:
+def _store(conn: sqlite3.Connection, insert_keys: _Many, insert_rows: str, packed: Packed) -> list[Row]:
     """Store the rows of ``packed`` not stored before (rows without an id always are); the rows stored."""
     rows = packed.rows()
     if not rows:
         return rows
     keys = [key for key in map(dedup_key, rows) if key is not None]
     conn.execute("SAVEPOINT job")
-    inserted = conn.executemany(insert_key, keys).rowcount if keys else 0
+    inserted = insert_keys.run(conn, keys)
     if inserted == len(keys):  # the common case: nothing seen before, so the JSON goes in as it came
         conn.execute("RELEASE job")
         conn.execute(insert_rows, (packed.json.decode(),))
         return rows
     if inserted:  # some were stored before: which? One at a time, then.
         conn.execute("ROLLBACK TO job")
-        new = {key for key in keys if conn.execute(insert_key, key).rowcount}
+        new = {key for key in keys if insert_keys.run(conn, [key])}
     else:  # all were: a whole request sent again
         new = set()
     conn.execute("RELEASE job")
