@@ -47,7 +47,12 @@ sys.path.insert(0, str(ROOT / "src"))
 from ox_telemetry.collector import ingest  # noqa: E402
 from ox_telemetry.collector.histogram import duration_bin  # noqa: E402
 from ox_telemetry.collector.storage import Storage, WriteJob, open_storage  # noqa: E402
-from ox_telemetry.collector.storage.schema import CLIENT_NAMES, DAEMON_NAMES  # noqa: E402
+from ox_telemetry.collector.storage.schema import (  # noqa: E402
+    CLIENT_NAMES,
+    DAEMON_NAMES,
+    batches_table,
+    keys_table,
+)
 
 BATCH = 100
 COMMANDS = ["agent prime", "status", "sync", "init", "doctor", "login", "session start", "coworker load"]
@@ -214,9 +219,10 @@ def raw_rate(make_storage: Callable[[], Storage], rows: list[tuple[Any, ...]]) -
             conn.execute("BEGIN")
             for j in range(i, min(i + 1000, len(plain)), BATCH):
                 part = plain[j:j + BATCH]
-                conn.executemany("INSERT INTO events_keys (time, id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                conn.executemany(f"INSERT INTO {keys_table('events')} (time, id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                                  [(r[1] or 0, r[0]) for r in part])
-                conn.execute("INSERT INTO events_batches (rows) VALUES (?)", (orjson.dumps(part).decode(),))
+                conn.execute(f"INSERT INTO {batches_table('events')} (rows) VALUES (?)",
+                             (orjson.dumps(part).decode(),))
             conn.execute("COMMIT")
         conn.close()
     else:

@@ -31,27 +31,27 @@ _DurationRow = tuple[int, str, int, int]  # (bucket, command, bin, n)
 
 @dataclass
 class Rollup:
-    """Counts to add: ``counts[(level, dim, bucket, value)] = [events, errors]`` and, per level,
+    """Counts to add, per level: ``counts[level][(dim, bucket, value)] = [events, errors]`` and
     ``durations[level][(bucket, command, bin)] = events``; buckets in Unix seconds."""
 
-    counts: defaultdict[tuple[int, str, int, str], list[int]] = field(default_factory=lambda: defaultdict(_pair))
+    counts: dict[int, defaultdict[tuple[str, int, str], list[int]]] = field(
+        default_factory=lambda: {level: defaultdict(_pair) for level in LEVELS})
     durations: dict[int, dict[tuple[int, str, int], int]] = field(
         default_factory=lambda: {level: {} for level in LEVELS})
 
     def add(self, minute: int, dims: list[tuple[str, str]], n: int, errors: int) -> None:
         """Count ``n`` events (``errors`` of them errors) of ``minute`` under each (dimension, value)."""
-        for level in LEVELS:
+        for level, cells in self.counts.items():
             bucket = minute // level * level
             for dim, value in dims:
-                cell = self.counts[(level, dim, bucket, value[:MAX_VALUE])]
+                cell = cells[(dim, bucket, value[:MAX_VALUE])]
                 cell[0] += n
                 cell[1] += errors
 
     def add_durations(self, runs: Counter[tuple[int, str, int]]) -> None:
         """Count ``runs[(minute, command, bin)]`` runs of ``command`` in duration bin ``bin``."""
         # Nearly a row per run: a level at a time, with plain dict.get (Counter's += calls Python on a new key).
-        for level in LEVELS:
-            out = self.durations[level]
+        for level, out in self.durations.items():
             count = out.get
             for (minute, command, index), n in runs.items():
                 key = (minute // level * level, command[:MAX_VALUE], index)
@@ -60,12 +60,11 @@ class Rollup:
     def rows(self) -> dict[int, tuple[list[_CountRow], list[_DurationRow]]]:
         """Per level: (rollup rows ``(dim, bucket, value, n, errors)``, duration rows ``(bucket, command, bin, n)``),
         sorted, so concurrent writers lock rows in the same order."""
-        out: dict[int, tuple[list[_CountRow], list[_DurationRow]]] = {
-            level: ([], [(bucket, command, index, n) for (bucket, command, index), n in sorted(runs.items())])
-            for level, runs in self.durations.items()
-        }
-        for (level, dim, bucket, value), (n, errors) in sorted(self.counts.items()):
-            out[level][0].append((dim, bucket, value, n, errors))
+        out = {}
+        for level, cells in self.counts.items():
+            counts = [(dim, bucket, value, n, errors) for (dim, bucket, value), (n, errors) in sorted(cells.items())]
+            runs = sorted(self.durations[level].items())
+            out[level] = (counts, [(bucket, command, index, n) for (bucket, command, index), n in runs])
         return out
 
 
@@ -147,9 +146,8 @@ def tally(client_rows: Iterable[Row], daemon_rows: Iterable[Row]) -> Tally:
 
 
 def rollup_of(stored: Sequence[tuple[Sequence[Row], Sequence[Row]]]) -> Rollup:
-    """The rollup of the (client, daemon) rows each job stored, counted in one pass (in the writer: the
-    server's process, the busier of the two, keeps to parsing), so a transaction of many requests expands
-    each combination once."""
+    """The rollup of the (client, daemon) rows each job stored, counted in one pass (in the writer, so the
+    server's process keeps to parsing), so a transaction of many requests expands each combination once."""
     return tally(chain.from_iterable(c for c, _ in stored), chain.from_iterable(d for _, d in stored)).rollup()
 
 

@@ -28,7 +28,7 @@ class _Many:
 
     def __init__(self, sql: str, width: int) -> None:
         row = f"({', '.join(['?'] * width)})"
-        self._sql = {size: sql.replace("VALUES", "VALUES " + ", ".join([row] * size)) for size in _CHUNKS}
+        self._sql = {size: sql.replace("VALUES", "VALUES " + ", ".join([row] * size), 1) for size in _CHUNKS}
 
     def run(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> int:
         """Execute it for ``rows``; how many rows it changed."""
