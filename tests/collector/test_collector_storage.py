@@ -15,6 +15,7 @@ from ox_telemetry.collector import ingest
 from ox_telemetry.collector.histogram import percentile
 from ox_telemetry.collector.stats import query_stats
 from ox_telemetry.collector.storage import Row, Storage, StorageError, StoreUnavailable, WriteJob, open_storage
+from ox_telemetry.collector.storage.base import Packed
 from ox_telemetry.collector.storage.schema import LEVEL_NAMES, LEVELS, SCHEMA_VERSION
 from ox_telemetry.collector.writer_process import commit
 
@@ -150,8 +151,9 @@ def test_a_large_request_partly_stored_before_adds_only_its_new_rows(storage: St
 
 def test_a_failed_job_does_not_sink_the_others(storage: Storage) -> None:
     good = client_rows(ev())
-    broken = [("id", *client_rows(ev())[0][1:-1])]  # a row one column short
-    results = commit(storage, [WriteJob.of(good), WriteJob.of(broken), WriteJob.of(client_rows(ev()))])
+    # A row one column short (PostgreSQL refuses it) and an id of NULL (so does SQLite's key table).
+    broken = WriteJob(Packed(json.dumps([["id"]]).encode(), 1, ((0, None),)))  # type: ignore[arg-type]
+    results = commit(storage, [WriteJob.of(good), broken, WriteJob.of(client_rows(ev()))])
     assert results[0] == 1 and isinstance(results[1], str) and results[2] == 1
     assert count(storage) == 2
 

@@ -13,6 +13,12 @@ def duration_bin(ms: int) -> int:
     return int(math.log2(ms) * _PER_DOUBLING)
 
 
+def duration_bins(durations: Iterable[int]) -> list[int]:
+    """``duration_bin`` of each positive duration (one call for many: a Python call costs more than a bin)."""
+    log2 = math.log2
+    return [int(log2(ms) * _PER_DOUBLING) for ms in durations]
+
+
 def bin_value(index: int) -> float:
     """The middle (geometric) of a bin, in milliseconds."""
     return float(2 ** ((index + 0.5) / _PER_DOUBLING))

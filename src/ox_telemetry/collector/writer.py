@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import sys
 import time
 
 from .errors import retry_after
 from .storage import StorageError, WriteJob
-from .writer_process import frame
+from .writer_process import frame, unframe
 
 log = logging.getLogger("ox_telemetry.collector")
 
@@ -167,9 +166,8 @@ class Writer:
 
 async def _read_frame(stream: asyncio.StreamReader) -> tuple[object, object]:
     header = await stream.readexactly(4)
-    data = await stream.readexactly(int.from_bytes(header, "big"))
-    message: tuple[object, object] = pickle.loads(data)
-    return message
+    first, second = unframe(await stream.readexactly(int.from_bytes(header, "big")))
+    return first, second
 
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:

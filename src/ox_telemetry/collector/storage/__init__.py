@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from .base import Row, Storage, StorageError, StoreUnavailable, WriteJob
+from .base import Storage, StorageError, StoreUnavailable, WriteJob
+from .schema import Row
 
 __all__ = ["Row", "Storage", "StorageError", "StoreUnavailable", "WriteJob", "default_url", "open_storage"]
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import errors
 
-from .base import ConnectionPool, Packed, Row, Storage, StorageError, StoreUnavailable, WriteJob, new_rows
+from .base import ConnectionPool, Packed, Storage, StorageError, StoreUnavailable, WriteJob, new_rows
 from .rollup import rollup_of, upsert_rollup
 from .schema import (
     CLIENT_COLUMNS,
@@ -25,6 +25,7 @@ from .schema import (
     DAEMON_NAMES,
     LEVEL_NAMES,
     LEVELS,
+    Row,
     SchemaTooNew,
     migrate,
 )
@@ -127,15 +128,15 @@ class PostgresStorage(Storage):
         with conn.transaction(), conn.cursor() as cur:
             client = _store(cur, *_STEPS[0], [job.client for job in jobs])
             daemon = _store(cur, *_STEPS[1], [job.daemon for job in jobs])
-            stored = list(zip(client, daemon, strict=True))
+            stored = [job.stored(c, d) for job, c, d in zip(jobs, client, daemon, strict=True)]
             with conn.pipeline():
-                for level, (count_rows, duration_rows) in rollup_of(stored).rows().items():
+                for level, (count_rows, duration_rows) in rollup_of(t for _, t in stored).rows().items():
                     counts_sql, durations_sql = _UPSERTS[level]
                     if count_rows:
                         cur.execute(counts_sql, _columns(count_rows))
                     if duration_rows:
                         cur.execute(durations_sql, _columns(duration_rows))
-        return [len(c) + len(d) for c, d in stored]
+        return [count for count, _ in stored]
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """See :meth:`Storage.query`."""
@@ -157,8 +158,9 @@ class PostgresStorage(Storage):
         return redact(self.url)
 
 
-def _store(cur: psycopg.Cursor[Any], copy_statement: str, move: str, packs: list[Packed]) -> list[list[Row]]:
-    """COPY the rows of every pack in and move the new ones into their table; per pack, the rows stored."""
+def _store(cur: psycopg.Cursor[Any], copy_statement: str, move: str, packs: list[Packed]) -> list[list[Row] | None]:
+    """COPY the rows of every pack in and move the new ones into their table; per pack, None when all its rows
+    were new, else the rows stored."""
     rows = [pack.rows() for pack in packs]
     total = sum(map(len, rows))
     if total:
@@ -171,7 +173,7 @@ def _store(cur: psycopg.Cursor[Any], copy_statement: str, move: str, packs: list
             # Rows without an id are always new; others are new when their key came back.
             new = {(t, k) for t, k in keys if k is not None}
             return [new_rows(pack_rows, new) for pack_rows in rows]
-    return rows
+    return [None] * len(packs)
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:

@@ -16,7 +16,8 @@ Reading through the views costs more; the dashboard reads the rollups.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any, Literal
 
 Dialect = Literal["sqlite", "postgres"]
@@ -85,6 +86,8 @@ CLIENT_NAMES = tuple(name for name, _ in CLIENT_COLUMNS)
 DAEMON_NAMES = tuple(name for name, _ in DAEMON_COLUMNS)
 
 
+#: An event as stored: its columns' values, in the order above.
+Row = tuple[Any, ...]
 #: A row's identity: (own time or 0, id).
 Key = tuple[int, str]
 
@@ -95,6 +98,17 @@ def dedup_key(row: tuple[Any, ...]) -> Key | None:
     Both tables start with (id, client_time). None for rows without an id: they are never duplicates.
     """
     return None if row[0] is None else (row[1] or 0, row[0])
+
+
+_TIME_AND_ID = itemgetter(1, 0)
+
+
+def dedup_keys(rows: Sequence[tuple[Any, ...]]) -> list[Key]:
+    """``dedup_key`` of each row that has an id, in C where every row has an id and a time of its own."""
+    keys: list[Key] = list(map(_TIME_AND_ID, rows))
+    if all(map(all, keys)):
+        return keys
+    return [key for key in map(dedup_key, rows) if key is not None]
 
 
 def _table(dialect: Dialect, name: str, key: str, columns: tuple[tuple[str, str], ...]) -> list[str]:

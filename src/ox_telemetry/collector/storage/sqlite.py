@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any
 
-from .base import ConnectionPool, Packed, Row, Storage, StorageError, StoreUnavailable, WriteJob, new_rows
+from .base import ConnectionPool, Packed, Storage, StorageError, StoreUnavailable, WriteJob, new_rows
 from .rollup import rollup_of, upsert_rollup
-from .schema import LEVEL_NAMES, LEVELS, SchemaTooNew, batches_table, dedup_key, keys_table, migrate
+from .schema import LEVEL_NAMES, LEVELS, Row, SchemaTooNew, batches_table, keys_table, migrate
 
 _BUSY_MS = 10_000  # another process holding the write lock (a second collector on the same file) waits, not fails
 # Rows go in several to a statement, in chunks of these sizes (each its own prepared statement): SQLite
@@ -115,12 +115,13 @@ class SQLiteStorage(Storage):
         return stored
 
     def _insert(self, conn: sqlite3.Connection, jobs: Sequence[WriteJob]) -> list[int]:
-        stored = [(_store(conn, *_STEPS[0], job.client), _store(conn, *_STEPS[1], job.daemon)) for job in jobs]
-        for level, (counts_rows, duration_rows) in rollup_of(stored).rows().items():
+        stored = [job.stored(_store(conn, *_STEPS[0], job.client), _store(conn, *_STEPS[1], job.daemon))
+                  for job in jobs]
+        for level, (counts_rows, duration_rows) in rollup_of(t for _, t in stored).rows().items():
             upsert_counts, upsert_durations = _UPSERTS[level]
             upsert_counts.run(conn, counts_rows)
             upsert_durations.run(conn, duration_rows)
-        return [len(client) + len(daemon) for client, daemon in stored]
+        return [count for count, _ in stored]
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """See :meth:`Storage.query`."""
@@ -140,25 +141,25 @@ class SQLiteStorage(Storage):
         return f"sqlite://{self.path}"
 
 
-def _store(conn: sqlite3.Connection, insert_keys: _Many, insert_rows: str, packed: Packed) -> list[Row]:
-    """Store the rows of ``packed`` not stored before (rows without an id always are); the rows stored."""
-    rows = packed.rows()
-    if not rows:
-        return rows
-    keys = [key for key in map(dedup_key, rows) if key is not None]
+def _store(conn: sqlite3.Connection, insert_keys: _Many, insert_rows: str, packed: Packed) -> list[Row] | None:
+    """Store the rows of ``packed`` not stored before (rows without an id always are): None when that was
+    all of them, else the rows stored."""
+    if not packed.count:
+        return None
+    keys = packed.keys
     conn.execute("SAVEPOINT job")
     inserted = insert_keys.run(conn, keys)
     if inserted == len(keys):  # the common case: nothing seen before, so the JSON goes in as it came
         conn.execute("RELEASE job")
         conn.execute(insert_rows, (packed.json.decode(),))
-        return rows
+        return None
     if inserted:  # some were stored before: which? One at a time, then.
         conn.execute("ROLLBACK TO job")
         new = {key for key in keys if insert_keys.run(conn, [key])}
     else:  # all were: a whole request sent again
         new = set()
     conn.execute("RELEASE job")
-    rows = new_rows(rows, new)
+    rows = new_rows(packed.rows(), new)
     if rows:
         conn.execute(insert_rows, (Packed.of(rows).json.decode(),))
     return rows
