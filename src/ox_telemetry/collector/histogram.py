@@ -8,15 +8,15 @@ from collections.abc import Iterable
 _PER_DOUBLING = 8
 
 
-def duration_bin(ms: int) -> int:
-    """The bin of a positive duration in milliseconds."""
-    return int(math.log2(ms) * _PER_DOUBLING)
-
-
 def duration_bins(durations: Iterable[int]) -> list[int]:
-    """``duration_bin`` of each positive duration (one call for many: a Python call costs more than a bin)."""
+    """The bin of each positive duration in milliseconds (one call for many: a call costs more than a bin)."""
     log2 = math.log2
     return [int(log2(ms) * _PER_DOUBLING) for ms in durations]
+
+
+def duration_bin(ms: int) -> int:
+    """The bin of a positive duration in milliseconds."""
+    return duration_bins((ms,))[0]
 
 
 def bin_value(index: int) -> float:

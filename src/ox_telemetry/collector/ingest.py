@@ -19,7 +19,7 @@ import orjson
 from msgspec.structs import astuple
 
 from .._time import parse_rfc3339
-from ..wire import _FIELDS, Batch, Event
+from ..wire import _ALL_FIELDS, _FIELDS, _INDEX, Batch, Event
 from .errors import RequestError
 from .histogram import duration_bin, duration_bins
 from .storage import Row
@@ -272,18 +272,15 @@ def _fast_client_row(raw: msgspec.Raw, envelope: tuple[str, str, str], skew_us: 
     return None if rows is None else rows[0]
 
 
-# An event's fields in wire order, as msgspec.structs.astuple gives them for the fast path's struct.
-_FIELDS_OF = attrgetter(*(name for name, _, _ in _FIELDS))
-_N_FIELDS = len(_FIELDS)
 _TYPE, _TIMESTAMP, _DURATION, _CALLS, _ID = (
-    [name for name, _, _ in _FIELDS].index(name)
-    for name in ("type", "timestamp", "duration_ms", "prime_call_count", "event_id"))
+    _INDEX[name] for name in ("type", "timestamp", "duration_ms", "prime_call_count", "event_id"))
 
 
 def _columns(events: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Events' fields (wire order) a tuple per field: rows are built a column at a time, in C where it can
+    """Events' fields (wire order, as ``astuple`` of the fast path's struct and ``wire._ALL_FIELDS`` of an
+    Event give them) a tuple per field: rows are built a column at a time, in C where it can
     be, since a Python call per event and field would cost more than all the rest."""
-    return list(zip(*events, strict=True)) or [()] * _N_FIELDS
+    return list(zip(*events, strict=True)) or [()] * len(_FIELDS)
 
 
 def _fast_rows(events: Sequence[Any], envelope: tuple[str, str, str], skew_us: int, received_us: int,
@@ -356,7 +353,7 @@ def _client_row(item: Any, envelope: tuple[str, str, str], skew_us: int, receive
     _check_key(event.event_id, "event_id")
     _check_int(event.duration_ms, "duration_ms")
     _check_int(event.prime_call_count, "prime_call_count")
-    return _rows(_columns([_FIELDS_OF(event)]), [_given_time(event.timestamp)], envelope, skew_us, received_us)[0]
+    return _rows(_columns([_ALL_FIELDS(event)]), [_given_time(event.timestamp)], envelope, skew_us, received_us)[0]
 
 
 def daemon_upload(body: bytes, received_us: int) -> Parsed:

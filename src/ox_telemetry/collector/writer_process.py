@@ -22,13 +22,14 @@ import signal
 import struct
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from .storage import Storage, StorageError, StoreUnavailable, WriteJob, open_storage
 
 log = logging.getLogger("ox_telemetry.collector.writer")
+T = TypeVar("T")
 _HEADER = struct.Struct(">I")
 _encode = msgspec.msgpack.Encoder().encode
 _SETUP = msgspec.msgpack.Decoder(tuple[str, int])
@@ -53,40 +54,39 @@ class _Input:
         self.fd = fd
         self.buffer = bytearray()
         self.eof = False
-        self.decoder: msgspec.msgpack.Decoder[Any] = _SETUP
 
     def _fill(self) -> None:
         data = os.read(self.fd, 1 << 20)
         self.eof = not data
         self.buffer += data
 
-    def _next(self) -> Any | None:
+    def _next(self, decoder: msgspec.msgpack.Decoder[T]) -> T | None:
         if len(self.buffer) < 4:
             return None
         (size,) = _HEADER.unpack_from(self.buffer)
         if len(self.buffer) < 4 + size:
             return None
-        message = self.decoder.decode(memoryview(self.buffer)[4 : 4 + size])
+        message = decoder.decode(memoryview(self.buffer)[4 : 4 + size])
         del self.buffer[: 4 + size]
         return message
 
-    def read_one(self) -> Any | None:
-        """The next message, waiting for it; None at end of input."""
-        while (message := self._next()) is None:
+    def read_setup(self) -> tuple[str, int] | None:
+        """The first message, ``(db_url, max_group)``, waiting for it; None at end of input."""
+        while (message := self._next(_SETUP)) is None:
             if self.eof:
                 return None
             self._fill()
         return message
 
-    def read_group(self, max_rows: int) -> list[Any]:
-        """At least one message (waiting for it), plus those already sent, up to about ``max_rows`` rows.
+    def read_group(self, max_rows: int) -> list[tuple[int, WriteJob]]:
+        """At least one ``(seq, job)`` (waiting for it), plus those already sent, up to about ``max_rows`` rows.
 
         Empty at end of input.
         """
-        group: list[Any] = []
+        group: list[tuple[int, WriteJob]] = []
         rows = 0
         while rows < max_rows:
-            message = self._next()
+            message = self._next(_JOB)
             if message is not None:
                 group.append(message)
                 rows += len(message[1])
@@ -118,11 +118,10 @@ def commit(storage: Storage, jobs: Sequence[WriteJob]) -> list[int | str]:
 def serve(fd_in: int, fd_out: int) -> int:
     """Run the writer loop on two file descriptors; the exit code."""
     source = _Input(fd_in)
-    setup = source.read_one()
+    setup = source.read_setup()
     if setup is None:
         return 0
     db_url, max_group = setup
-    source.decoder = _JOB
     try:
         storage = open_storage(db_url)
     except (StorageError, ValueError, OSError) as exc:
