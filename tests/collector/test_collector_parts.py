@@ -1,21 +1,26 @@
-"""The collector's small parts on their own: range cutting, buckets, body limits, metrics text, time parameters."""
+"""The collector's small parts on their own: range cutting, buckets, body limits, metrics text, time parameters,
+event times."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import itertools
+import json
 import random
 from collections.abc import AsyncIterator
 
 import pytest
 
+from ox_telemetry._time import parse_rfc3339
+from ox_telemetry.collector import ingest
 from ox_telemetry.collector.app import stats_range
 from ox_telemetry.collector.body import read_body
 from ox_telemetry.collector.errors import RequestError
 from ox_telemetry.collector.metrics import Metrics
 from ox_telemetry.collector.ratelimit import TokenBuckets
 from ox_telemetry.collector.stats import MAX_POINTS, STEPS, choose_step, segments
+from ox_telemetry.collector.storage.schema import CLIENT_NAMES
 
 
 def test_segments_cover_a_range_exactly_with_the_coarsest_buckets() -> None:
@@ -120,3 +125,49 @@ def test_stats_range_parameters() -> None:
         with pytest.raises(RequestError) as caught:
             stats_range(start, end, now)
         assert caught.value.status == 400
+
+
+def _mutations(rng: random.Random, stamp: str, count: int) -> list[str]:
+    chars = "0123456789-:T.Z+,W tz\n\u0661\u00b2"
+    out = []
+    for _ in range(count):
+        text = list(stamp)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(text) + 1)
+            choice = rng.random()
+            if choice < 0.4 and i < len(text):
+                text[i] = rng.choice(chars)
+            elif choice < 0.7 and i < len(text):
+                del text[i]
+            else:
+                text.insert(i, rng.choice(chars))
+        out.append("".join(text))
+    return out
+
+
+def test_event_times_are_read_as_rfc3339_says_whatever_path_reads_them() -> None:
+    # The whole-batch path parses times a column at a time with fromisoformat, which reads more than RFC 3339
+    # (week dates, decimal commas, "+0100", garbage after six fraction digits); parse_rfc3339 is the judge.
+    rng = random.Random(3)
+    valid = ["2026-11-28T04:37:17Z", "2026-11-28T04:37:17.5Z", "2026-11-28T04:37:17.123456789Z",
+             "2026-03-16T10:00:00.123456789-07:00", "2026-03-16T22:30:00.5+05:30", "2026-11-28T04:37:17-00:00",
+             "0001-01-01T00:00:00Z", "0001-12-31T23:00:00-05:00", "2026-11-28t04:37:17z"]
+    odd = ["2026-W48-6T04:37:17Z", "2026-11-28T04:37:17,5Z", "2026-11-28T04:37:17.5+0100", "2026-11-28T04:37:17.Z",
+           "2026-11-28T04:37:17.123456:+01:00", "2026-11-28T04:37:17.1234567x8Z", "2026-11-28T04:37:17+01:00:30",
+           "2026-11-28T043717.123456Z", "2026-11-28 04:37:17Z", "2026-11-28T04:37:17.5\u0661Z"]
+    mutated = _mutations(rng, "2026-11-28T04:37:17.123456789+01:00", 1500) + _mutations(rng, valid[1], 1500)
+    stamps = valid + odd + mutated
+    column = CLIENT_NAMES.index("client_time")
+    # Alone and a batch at a time: a batch with one odd time goes down the per-event paths.
+    for group in [[s] for s in valid + odd] + [stamps[i:i + 100] for i in range(0, len(stamps), 100)] + [valid]:
+        events = [{"type": "command_complete", "timestamp": s, "event_id": f"e{i}"} for i, s in enumerate(group)]
+        parsed = ingest.client_batch(json.dumps({"events": events}).encode(), 1_800_000_000_000_000)
+        stored = {row[0]: row[column] for row in parsed.client_rows}
+        refused = {r.index: r.reason for r in parsed.rejected}
+        for i, s in enumerate(group):
+            try:
+                expected = parse_rfc3339(s)
+            except ValueError:
+                assert "timestamp" in refused[i], (s, refused.get(i))
+                continue
+            assert stored[f"e{i}"] == (None if expected.year <= 1 else ingest.micros(expected)), s

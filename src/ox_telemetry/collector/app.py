@@ -52,7 +52,7 @@ _PARSERS = {"telemetry": ingest.client_batch, "tevents": ingest.daemon_upload}
 def _parse(endpoint: str, body: bytes, received: int) -> tuple[ingest.Parsed, WriteJob]:
     """The checked rows of a body, and the job for the writer."""
     parsed = _PARSERS[endpoint](body, received)
-    return parsed, WriteJob.of(parsed.client_rows, parsed.daemon_rows)
+    return parsed, parsed.job()
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

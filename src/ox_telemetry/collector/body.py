@@ -6,14 +6,19 @@ a gzip bomb costs at most the limit in memory and time.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import AsyncIterator
+from typing import cast
+
+# zlib-ng: the same API and output as zlib, in two thirds of the time (its crc32 uses the CPU's carry-less
+# multiply); gunzip was 7% of the server's work an event.
+from zlib_ng import zlib_ng as zlib
 
 from .errors import RequestError
 
 MAX_BODY = 5 * 1024 * 1024
 MAX_DECODED = 20 * 1024 * 1024
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+_GZIP_ERROR = cast("type[Exception]", zlib.error)  # the class (zlib-ng's stub types it as an instance)
 
 
 def is_gzip(content_encoding: str | None) -> bool:
@@ -29,8 +34,9 @@ def is_gzip(content_encoding: str | None) -> bool:
     )
 
 
-class _Gunzip:
-    """Incremental gunzip that refuses to produce more than ``limit`` bytes (several members allowed)."""
+class Gunzip:
+    """Incremental gunzip that refuses to produce more than ``limit`` bytes (several members allowed):
+    what ``read_body`` does with a gzip body."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -39,6 +45,7 @@ class _Gunzip:
         self._zlib = zlib.decompressobj(_GZIP_WBITS)
 
     def feed(self, data: bytes) -> None:
+        """Decompress the next piece of the body; RequestError 400 for broken gzip, 413 past the limit."""
         try:
             while data:
                 if self._zlib.eof:  # a new gzip member follows the last one
@@ -47,7 +54,7 @@ class _Gunzip:
                 out = self._zlib.decompress(data, self.limit - self.size + 1)
                 self._add(out)
                 data = self._zlib.unused_data if self._zlib.eof else self._zlib.unconsumed_tail
-        except zlib.error as exc:
+        except _GZIP_ERROR as exc:
             raise RequestError(400, "invalid_gzip", f"body is not valid gzip: {exc}") from None
 
     def _add(self, out: bytes) -> None:
@@ -59,6 +66,7 @@ class _Gunzip:
         self.parts.append(out)
 
     def finish(self) -> bytes:
+        """The whole body, decompressed; RequestError 400 when the gzip stream stopped short."""
         if not self._zlib.eof:
             raise RequestError(400, "invalid_gzip", "body is not valid gzip: it ends in the middle of the stream")
         return b"".join(self.parts)
@@ -80,7 +88,7 @@ async def read_body(
             raise RequestError(400, "invalid_length", "Content-Length is not a number") from None
         if declared > max_body:
             raise too_large
-    gunzip = _Gunzip(max_decoded) if gzip else None
+    gunzip = Gunzip(max_decoded) if gzip else None
     received = 0
     parts: list[bytes] = []
     async for chunk in chunks:

@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from .rollup import Tally, tally
-from .schema import Dialect, Key, Row, dedup_key, dedup_keys
+from .schema import CLIENT_NAMES, DAEMON_NAMES, Columns, Dialect, Key, Row, columns, dedup_key, dedup_keys
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(list[tuple[Any, ...]]).decode
@@ -28,9 +28,9 @@ class Packed(msgspec.Struct, frozen=True, array_like=True):
     keys: list[Key] = msgspec.field(default_factory=list)  # schema.dedup_key of each row that has an id
 
     @classmethod
-    def of(cls, rows: Sequence[Row]) -> Packed:
-        """``rows``, packed."""
-        return cls(_encode(rows), len(rows), dedup_keys(rows))
+    def of(cls, rows: Sequence[Row], table: Columns) -> Packed:
+        """``rows``, packed; ``table`` holds the same rows a column at a time."""
+        return cls(rows_json(rows), len(rows), dedup_keys(table))
 
     def __len__(self) -> int:
         return self.count
@@ -51,9 +51,12 @@ class WriteJob(msgspec.Struct, frozen=True, array_like=True):
     tally: Tally = msgspec.field(default_factory=Tally)
 
     @classmethod
-    def of(cls, client_rows: Sequence[Row] = (), daemon_rows: Sequence[Row] = ()) -> WriteJob:
-        """A job of unpacked rows."""
-        return cls(Packed.of(client_rows), Packed.of(daemon_rows), tally(client_rows, daemon_rows))
+    def of(cls, client_rows: Sequence[Row] = (), daemon_rows: Sequence[Row] = (),
+           client_table: Columns | None = None) -> WriteJob:
+        """A job of unpacked rows; ``client_table``, when at hand, is the client rows a column at a time."""
+        client = _client_columns(client_rows) if client_table is None else client_table
+        daemon = _daemon_columns(daemon_rows)
+        return cls(Packed.of(client_rows, client), Packed.of(daemon_rows, daemon), tally(client, daemon))
 
     def __len__(self) -> int:
         return len(self.client) + len(self.daemon)
@@ -64,7 +67,20 @@ class WriteJob(msgspec.Struct, frozen=True, array_like=True):
             return len(self), self.tally
         client = self.client.rows() if client is None else client
         daemon = self.daemon.rows() if daemon is None else daemon
-        return len(client) + len(daemon), tally(client, daemon)
+        return len(client) + len(daemon), tally(_client_columns(client), _daemon_columns(daemon))
+
+
+def rows_json(rows: Sequence[Row]) -> bytes:
+    """Rows as one JSON array of arrays, the form SQLite stores and jobs carry."""
+    return _encode(rows)
+
+
+def _client_columns(rows: Sequence[Row]) -> Columns:
+    return columns(rows, len(CLIENT_NAMES))
+
+
+def _daemon_columns(rows: Sequence[Row]) -> Columns:
+    return columns(rows, len(DAEMON_NAMES))
 
 
 def new_rows(rows: Sequence[Row], new: set[Key]) -> list[Row]:

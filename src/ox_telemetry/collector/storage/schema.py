@@ -16,8 +16,7 @@ Reading through the views costs more; the dashboard reads the rollups.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from operator import itemgetter
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 Dialect = Literal["sqlite", "postgres"]
@@ -88,6 +87,8 @@ DAEMON_NAMES = tuple(name for name, _ in DAEMON_COLUMNS)
 
 #: An event as stored: its columns' values, in the order above.
 Row = tuple[Any, ...]
+#: Rows a column at a time (see ``columns``).
+Columns = Sequence[Sequence[Any]]
 #: A row's identity: (own time or 0, id).
 Key = tuple[int, str]
 
@@ -100,15 +101,24 @@ def dedup_key(row: tuple[Any, ...]) -> Key | None:
     return None if row[0] is None else (row[1] or 0, row[0])
 
 
-_TIME_AND_ID = itemgetter(1, 0)
+def columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    """``rows`` a column at a time (``width`` empty ones for no rows): what is counted or checked across rows
+    is then done in C, by zip, map and Counter over whole columns, where a Python step per row would cost more
+    than all the rest."""
+    return list(zip(*rows, strict=True)) or [()] * width
 
 
-def dedup_keys(rows: Sequence[tuple[Any, ...]]) -> list[Key]:
-    """``dedup_key`` of each row that has an id, in C where every row has an id and a time of its own."""
-    keys: list[Key] = list(map(_TIME_AND_ID, rows))
+def rows_of(table: Columns) -> list[Row]:
+    """The rows of a ``columns`` table."""
+    return list(zip(*table, strict=True))
+
+
+def dedup_keys(table: Columns) -> list[Key]:
+    """``dedup_key`` of each row that has an id, from the rows' ``columns``; in C where every row has both."""
+    keys: list[Key] = list(zip(table[1], table[0], strict=True))
     if all(map(all, keys)):
         return keys
-    return [key for key in map(dedup_key, rows) if key is not None]
+    return [(time or 0, id_) for time, id_ in keys if id_ is not None]
 
 
 def _table(dialect: Dialect, name: str, key: str, columns: tuple[tuple[str, str], ...]) -> list[str]:

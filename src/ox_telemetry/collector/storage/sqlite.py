@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any
 
-from .base import ConnectionPool, Packed, Storage, StorageError, StoreUnavailable, WriteJob, new_rows
+from .base import ConnectionPool, Packed, Storage, StorageError, StoreUnavailable, WriteJob, new_rows, rows_json
 from .rollup import rollup_of, upsert_rollup
 from .schema import LEVEL_NAMES, LEVELS, Row, SchemaTooNew, batches_table, keys_table, migrate
 
@@ -161,7 +161,7 @@ def _store(conn: sqlite3.Connection, insert_keys: _Many, insert_rows: str, packe
     conn.execute("RELEASE job")
     rows = new_rows(packed.rows(), new)
     if rows:
-        conn.execute(insert_rows, (Packed.of(rows).json.decode(),))
+        conn.execute(insert_rows, (rows_json(rows).decode(),))
     return rows
 
 
