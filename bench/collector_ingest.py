@@ -35,7 +35,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +160,9 @@ def run_senders(port: int, count: int, connections: int, rate: float | None, sec
 class Server:
     """A real ``ox-telemetry serve`` subprocess on a free loopback port."""
 
-    def __init__(self, db: str, *extra: str) -> None:
-        exe = [sys.executable, "-m", "ox_telemetry.cli", "serve", "--port", "0", "--db", db,
+    def __init__(self, db: str, *extra: str, wrapper: Sequence[str] = (), start_timeout: float = 30) -> None:
+        """Start it (under ``wrapper``, a command such as valgrind, when given) and wait until it is healthy."""
+        exe = [*wrapper, sys.executable, "-m", "ox_telemetry.cli", "serve", "--port", "0", "--db", db,
                "--rate", "0", "--key-rate", "0", "--log-level", "warning", *extra]
         self.proc = subprocess.Popen(exe, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -171,19 +172,21 @@ class Server:
             raise RuntimeError(f"collector did not start: {line!r}")
         self.url = line.split("listening on ", 1)[1].split()[0]
         self.port = int(self.url.rsplit(":", 1)[1])
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2):
+                with urllib.request.urlopen(self.url + "/healthz", timeout=start_timeout):
                     return
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("collector never became healthy")
 
-    def cpu_seconds(self) -> float:
-        """CPU time of the server and its writer process (Linux /proc)."""
-        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-            pids = [self.proc.pid, *map(int, f.read().split())]
+    def cpu_seconds(self, writer: bool = True) -> float:
+        """CPU time of the server and (unless ``writer`` is False) its writer process (Linux /proc)."""
+        pids = [self.proc.pid]
+        if writer:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                pids += map(int, f.read().split())
         total = 0
         for pid in pids:
             with open(f"/proc/{pid}/stat") as f:
@@ -191,9 +194,9 @@ class Server:
             total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
         self.proc.terminate()
-        self.proc.wait(30)
+        self.proc.wait(timeout)
 
 
 def _count(storage: Storage) -> int:
