@@ -175,7 +175,7 @@ class Server:
         deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=start_timeout):
+                with urllib.request.urlopen(self.url + "/healthz", timeout=start_timeout / 15):
                     return
             except OSError:
                 time.sleep(0.05)

@@ -55,7 +55,7 @@ class Rollup:
                 cell[1] += errors
 
     def add_durations(self, runs: Mapping[_DurationCombo, int]) -> None:
-        """Count ``runs[(minute, (command, bin))]`` runs of ``command`` in duration bin ``bin`` (None: not a run)."""
+        """Count ``runs[(minute, command, bin)]`` runs of ``command`` in duration bin ``bin`` (None: not a run)."""
         # Nearly a row per run: a level at a time, with plain dict.get (Counter's += calls Python on a new key).
         for level, out in self.durations.items():
             count = out.get
