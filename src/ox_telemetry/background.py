@@ -19,7 +19,7 @@ import sys
 import time
 
 from . import _jsonlite, _log, paths
-from .queue import JsonlQueue
+from .queue import JsonlQueue, Sender
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,6 +49,16 @@ def ready(queue: JsonlQueue, force: bool) -> bool:
     return backoff_until(queue) <= time.time()
 
 
+def _due_sender(queue: JsonlQueue) -> Sender | None:
+    # The backoff is looked at again once the send lock is held: a sender that gives up writes its backoff
+    # and then lets go of the lock, so a look taken before the lock can miss it and start a second run.
+    sender = queue.sender()
+    if sender is not None and backoff_until(queue) > time.time():
+        sender.close()
+        return None
+    return sender
+
+
 def hand_to_daemon(queue: JsonlQueue, url: str, cli_version: str) -> bool:
     """Ask a running delivery daemon to send ``queue``; True when it took it (or a sender is at work)."""
     if not os.path.exists(paths.daemon_socket_path()):
@@ -73,9 +83,9 @@ def spawn_uploader(queue: JsonlQueue, url: str, cli_version: str) -> bool:
     _reap()
     if not sys.executable or not hasattr(os, "posix_spawn"):
         return False  # frozen host or no spawn: the events wait on disk
-    sender = queue.sender()
+    sender = _due_sender(queue)
     if sender is None:
-        return False  # an uploader is at work already
+        return False  # an uploader is at work already, or the last one's backoff lasts
     env = dict(os.environ)
     # The uploader imports this very copy of the package, whatever the host's sys.path.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
@@ -129,16 +139,23 @@ class ThreadSender:
 
         if self._stop.is_set():
             return
+        sender = _due_sender(queue)
+        if sender is None:
+            return
         delivery = Delivery(queue, self.transport, url, cli_version, wait=self._stop.wait)
 
         def run() -> None:
             try:
-                delivery.run()
+                delivery.run(sender)  # the lock taken above, released by this thread when it is done
             except Exception as exc:  # a guest in the host's process: never a traceback
                 _log.debug("background send failed: %r", exc)
 
         thread = threading.Thread(target=run, name="ox-telemetry-send", daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:
+            sender.close()
+            raise
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
 
     def stop(self, grace: float = 0.005) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from loopback import Endpoint, refusing_url
-from ox_telemetry import Client, Event, FileQueue
-from ox_telemetry.delivery import Delivery, Policy
+from ox_telemetry import Client, Event, FileQueue, background
+from ox_telemetry.delivery import Delivery, Policy, UploadState
 from ox_telemetry.transport import UrllibTransport
 
 
@@ -214,6 +214,26 @@ def test_a_non_json_answer_still_counts_as_delivered(project: Path, endpoint: En
     assert endpoint.wait_for(lambda: len(endpoint.accepted_events()) == 12)
     queue = FileQueue(str(project))
     assert _wait(lambda: _uploader_done(queue) and queue.count() == 0)
+
+
+def test_no_run_starts_once_the_lock_is_free_if_the_sender_before_left_a_backoff(
+    project: Path, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sender that gives up writes its backoff and then lets go of the send lock; a CLI that looked at the
+    # backoff before that (background.ready) and takes the lock after must not start a second run.
+    queue = FileQueue(str(project))
+    queue.append(Event("x"))
+    state = UploadState.load(queue)
+    state.failed("HTTP 503", Policy(), None)
+    state.save()
+    spawned: list[object] = []
+    monkeypatch.setattr(os, "posix_spawn", lambda *args, **kwargs: spawned.append(args))
+    url = endpoint.base_url + "/api/v1/telemetry"
+    assert background.spawn_uploader(queue, url, "9.9.9") is False
+    threads = background.ThreadSender(UrllibTransport())
+    threads.start(queue, url, "9.9.9")
+    assert spawned == [] and threads.threads() == [] and endpoint.requests == []
+    assert queue.sender() is not None  # and the send lock was let go
 
 
 def test_an_outage_costs_a_bounded_number_of_processes_and_requests(
