@@ -24,6 +24,15 @@ def serve_fails(*args: str) -> str:
     return result.stderr
 
 
+def test_the_server_process_collects_garbage_rarely_and_never_rescans_what_it_loaded() -> None:
+    # serve() calls tune_gc() before it runs; here in a process of its own, as GC settings are global.
+    code = ("import gc; from ox_telemetry.collector.cli import tune_gc; tune_gc(); "
+            "print(gc.get_threshold()[0], gc.get_freeze_count())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    threshold, frozen = map(int, result.stdout.split())
+    assert threshold == 10_000 and frozen > 1000
+
+
 def test_default_store_is_in_the_user_data_directory(home: Path) -> None:
     server = start_process()
     try:

@@ -377,7 +377,7 @@ def test_healthz_metrics_and_openapi(shared: Server) -> None:
                      'ox_collector_events_duplicate_total{endpoint="telemetry"}',
                      'ox_collector_request_duration_seconds_bucket{endpoint="telemetry",le="+Inf"}',
                      'ox_collector_requests_total{endpoint="telemetry",status="200"}',
-                     "ox_collector_queued_events"):
+                     "ox_collector_queued_events", 'python_gc_collections_total{generation="0"}'):
         assert fragment in metrics
     duplicates = [line for line in metrics.splitlines()
                   if line.startswith('ox_collector_events_duplicate_total{endpoint="telemetry"}')]

@@ -1,11 +1,12 @@
 """Counters and a latency histogram, rendered in the Prometheus text format (version 0.0.4).
 
-Written by hand: the collector needs four metric families, not a client library.
+Written by hand: the collector needs a few metric families, not a client library.
 Everything is updated from the event loop thread, so plain dicts suffice.
 """
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -95,6 +96,8 @@ class Metrics:
             samples.append(("_sum", (("endpoint", endpoint),), hist.sum))
             samples.append(("_count", (("endpoint", endpoint),), hist.total))
         family("ox_collector_request_duration_seconds", "histogram", "Request latency.", samples)
+        family("python_gc_collections_total", "counter", "Garbage collections, by generation.",
+               [("", (("generation", str(g)),), stats["collections"]) for g, stats in enumerate(gc.get_stats())])
         for name, (help_text, read) in sorted(self.gauges.items()):
             family(name, "gauge", help_text, [("", (), read())])
         return "\n".join(out) + "\n"
