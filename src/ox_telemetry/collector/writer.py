@@ -12,8 +12,8 @@ import sys
 import time
 
 from .errors import retry_after
-from .storage import StorageError, WriteJob
-from .writer_process import frame, unframe
+from .storage import StorageError
+from .writer_process import Encoded, frame, unframe
 
 log = logging.getLogger("ox_telemetry.collector")
 
@@ -121,13 +121,13 @@ class Writer:
             raise retry_after(503, "overloaded", "the collector is overloaded; try again later",
                               self._queued_rows / self._rate)
 
-    async def submit(self, job: WriteJob) -> int:
+    async def submit(self, job: Encoded) -> int:
         """Send ``job`` and wait until it is committed; returns how many of its rows were new.
 
         RequestError 503 when too much is queued or while shutting down;
         StorageError when the store failed.
         """
-        self.admit(len(job))
+        self.admit(job.rows)
         if not self.alive():
             async with self._lock:
                 if not self.alive():
@@ -137,10 +137,10 @@ class Writer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         self._seq += 1
-        self._waiting[self._seq] = (future, len(job))
-        self._queued_rows += len(job)
+        self._waiting[self._seq] = (future, job.rows)
+        self._queued_rows += job.rows
         try:
-            proc.stdin.write(frame((self._seq, job)))
+            proc.stdin.write(frame((self._seq, job.data)))
             await proc.stdin.drain()  # waits while the pipe is full: back-pressure, not a blocked loop
         except OSError as exc:
             raise StorageError(f"the writer process is gone: {exc}") from None

@@ -8,7 +8,7 @@ writes at full speed on the second core, and the server keeps the first.
 
 Frames both ways: a 4-byte big-endian length, then MessagePack (msgspec:
 a job's rows and tallies cross in a quarter of the time a pickle takes). In:
-first ``(db_url, max_group)``, then ``(seq, WriteJob)``. Out: first
+first ``(db_url, max_group)``, then ``(seq, WriteJob)`` (sent as ``Encoded``). Out: first
 ``("ready", None)`` or ``("failed", message)``, then ``(seq, stored_count)``
 or ``(seq, error_message)``. End of input: commit what is read, exit.
 """
@@ -34,6 +34,18 @@ _HEADER = struct.Struct(">I")
 _encode = msgspec.msgpack.Encoder().encode
 _SETUP = msgspec.msgpack.Decoder(tuple[str, int])
 _JOB = msgspec.msgpack.Decoder(tuple[int, WriteJob])
+
+
+class Encoded(msgspec.Struct, frozen=True):
+    """A job encoded as the writer process reads it, and how many rows it holds."""
+
+    data: msgspec.Raw
+    rows: int
+
+    @classmethod
+    def of(cls, job: WriteJob) -> Encoded:
+        """``job``, encoded."""
+        return cls(msgspec.Raw(_encode(job)), len(job))
 
 
 def frame(message: object) -> bytes:
