@@ -55,7 +55,8 @@ def test_client_and_daemon_deliver_to_a_real_collector(
         (props,) = store.query("SELECT props FROM daemon_events WHERE event = 'sync:complete'")[0]
         assert '"files":"3"' in props.replace(" ", "") and '"app_type":"ox"' in props.replace(" ", "")
         assert int(store.query("SELECT count(*) FROM daemon_events WHERE event = 'app:startup'")[0][0]) == 1
-        assert status()["delivered"] >= 2  # the daemon's own count agrees
+        # The daemon's own count agrees, once it has read the collector's answer.
+        assert wait_until(lambda: status()["delivered"] >= 2, 10)
         assert not (project / ".sageox" / "cache" / "telemetry.jsonl").exists() or \
             (project / ".sageox" / "cache" / "telemetry.jsonl").stat().st_size == 0
     finally:
