@@ -396,6 +396,23 @@ def test_daemons_are_told_their_interval(serve: Callable[..., Server]) -> None:
     assert "x-sageox-interval" not in server.post(TELEMETRY, batch()).headers
 
 
+def test_a_failure_while_ingesting_is_a_json_500_and_the_next_request_is_served(
+        serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ox_telemetry.collector import app
+
+    def broken(body: bytes, received: int) -> None:
+        raise RuntimeError("a bug")
+
+    server = serve()
+    with monkeypatch.context() as patch:
+        patch.setitem(app._PARSERS, "telemetry", broken)
+        reply = server.post(TELEMETRY, batch(event()))
+    assert reply.status == 500 and reply.json() == {"error": "internal error", "code": "internal"}
+    assert server.post(TELEMETRY, batch(event())).status == 200
+    metrics = server.request("GET", "/metrics").body.decode()
+    assert 'ox_collector_requests_total{endpoint="telemetry",status="500"} 1' in metrics
+
+
 def test_unknown_paths_and_methods_answer_json(shared: Server) -> None:
     reply = shared.request("GET", "/nowhere")
     assert reply.status == 404 and reply.json()["code"] == "not_found"
