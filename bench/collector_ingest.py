@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from ox_telemetry.collector import ingest  # noqa: E402
+from ox_telemetry.collector.body import MAX_DECODED, Gunzip  # noqa: E402
 from ox_telemetry.collector.histogram import duration_bin  # noqa: E402
 from ox_telemetry.collector.storage import Storage, WriteJob, open_storage  # noqa: E402
 from ox_telemetry.collector.storage.schema import (  # noqa: E402
@@ -53,6 +54,7 @@ from ox_telemetry.collector.storage.schema import (  # noqa: E402
     batches_table,
     keys_table,
 )
+from ox_telemetry.collector.writer_process import Encoded, frame  # noqa: E402
 
 BATCH = 100
 COMMANDS = ["agent prime", "status", "sync", "init", "doctor", "login", "session start", "coworker load"]
@@ -268,6 +270,7 @@ def bench_store(name: str, db_for: Callable[[str], str], seconds: float, connect
     print(f"half load ({half_rate * BATCH:,.0f} events/s offered, {len(lat)} requests): "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; statuses {half['statuses']}", flush=True)
     server.stop()
+    print(f"speed after the runs: {host_speed()}", flush=True)
     # The same rows, straight into the same schema.
     received = time.time_ns() // 1000
     now = time.time()
@@ -342,15 +345,26 @@ def bench_dashboard(db: str, total: int) -> None:
     server.stop()
 
 
-def loop_ns() -> float:
-    """Nanoseconds per step of an empty Python loop, median of 5: how fast this machine is right now."""
-    times = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for _ in range(1_000_000):
-            pass
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+def server_share_us(bodies: Sequence[bytes], repeat: int) -> float:
+    """CPU µs an event of the server's share of ingest without HTTP (gunzip, parse and check, tally, pack),
+    best of ``repeat``: a fixed piece of work, so it tells how fast this VM runs now (it drifts by up to half).
+    """
+    received = time.time_ns() // 1000
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.process_time()
+        for body in bodies:
+            gunzip = Gunzip(MAX_DECODED)
+            gunzip.feed(body)
+            frame((1, Encoded.of(ingest.client_batch(gunzip.finish(), received).job()).data))
+        best = min(best, time.process_time() - started)
+    return best / (len(bodies) * BATCH) * 1e6
+
+
+def host_speed() -> str:
+    """The VM's speed now, as ``server_share_us`` of 200 requests measures it."""
+    now = time.time()
+    return f"{server_share_us([make_body(i, now) for i in range(200)], 3):.2f} µs CPU an event of the server's share"
 
 
 def main() -> None:
@@ -364,7 +378,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="ox-bench-")
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; work dir {tmp}; "
-          f"machine speed now: {loop_ns():.0f} ns a pure-Python loop step (this VM varies; compare runs by it)")
+          f"speed now: {host_speed()} (this VM varies; compare runs by it)", flush=True)
     if not args.skip_sqlite:
         bench_store("SQLite", lambda name: f"sqlite://{tmp}/{name}.sqlite3", args.seconds, args.connections)
     if args.dashboard:
