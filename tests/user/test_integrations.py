@@ -42,8 +42,11 @@ def _example(framework: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _interrupted(framework: str) -> int:
     """Run the example's ``wait`` and press Ctrl-C (SIGINT) once it is waiting; returns its exit status."""
+    # A runner started in the background (``pytest &``) has SIGINT ignored, and a child inherits that:
+    # the example gets Ctrl-C's default disposition back, as a terminal would give it.
     proc = subprocess.Popen([sys.executable, str(EXAMPLES / f"{framework}_cli.py"), "wait"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "waiting"
         proc.send_signal(signal.SIGINT)
