@@ -23,9 +23,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """This installation's version, from its package metadata."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("ox-telemetry")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: ox-telemetry COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: ox-telemetry [--version] COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in sorted(COMMANDS.items())]
     return "\n".join(lines)
 
@@ -35,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
+        return 0
+    if args[0] in ("-V", "--version", "version"):
+        print(f"ox-telemetry {version()}")
         return 0
     entry = COMMANDS.get(args[0])
     if entry is None:
