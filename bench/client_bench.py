@@ -1,6 +1,6 @@
 """Client benchmark: what ox-telemetry costs the CLI that embeds it.
 
-Run by hand (figures go in the README):
+Run by hand; what it prints is also written to bench/RESULTS.md:
 
     python bench/client_bench.py                       # ox-telemetry alone
     python bench/client_bench.py --compare bench/.venv-compare/bin/python
@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
+import results  # noqa: E402
 from loopback import Endpoint, refusing_url  # noqa: E402
 
 OX_RUN = """
@@ -241,6 +242,11 @@ def main() -> None:
     parser.add_argument("--compare", help="python of a venv with posthog, sentry-sdk, opentelemetry-sdk")
     parser.add_argument("--calls", type=int, default=20000, help="track() calls to time")
     args = parser.parse_args()
+    with results.recorded("client"):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     print(f"# ox-telemetry client benchmark ({os.cpu_count()} cores, Python {sys.version.split()[0]})")
     bench_import(sys.executable, args.runs)
     bench_cli_runs(sys.executable, args.compare, args.runs, args.compare_runs)

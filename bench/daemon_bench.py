@@ -39,6 +39,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import results  # noqa: E402
+
 SENDERS = 8
 
 
@@ -189,6 +191,13 @@ def main() -> int:
         sink.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
 
+    with results.recorded("daemon"):
+        _report(args, ours, floor, rate, idle, after, status)
+    return 0
+
+
+def _report(args: argparse.Namespace, ours: list[float], floor: list[float], rate: float,
+            idle: dict[str, int], after: dict[str, int], status: dict[str, Any]) -> None:
     p50, p99 = statistics.median(ours), _percentile(ours, 0.99)
     f50, f99 = statistics.median(floor), _percentile(floor, 0.99)
     print(f"daemon benchmark, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
@@ -201,7 +210,6 @@ def main() -> int:
           f"| {after['VmRSS'] / 1024:.1f} MB | peak {after['VmHWM'] / 1024:.1f} MB | |")
     print(f"\nstatus after the run: received {status['received']}, delivered {status['delivered']}, "
           f"spooled {status['spooled']}, dropped {status['dropped']}, requests {status['requests']}")
-    return 0
 
 
 if __name__ == "__main__":
