@@ -1,5 +1,7 @@
 """An argparse CLI whose commands are recorded by ox-telemetry with one call.
 
+Needs only the standard library and this project: `pip install -e .` from a clone.
+
     python examples/argparse_cli.py greet Ada --shout
     python examples/argparse_cli.py agent prime --force
     OX_TELEMETRY_DEBUG=1 python examples/argparse_cli.py fail    # see the events, send nothing

@@ -1,5 +1,7 @@
 """A Click CLI whose commands are recorded by ox-telemetry with one call.
 
+Needs Click: `pip install -e . click` from a clone (the `dev` extra has it too).
+
     python examples/click_cli.py greet Ada --shout
     python examples/click_cli.py agent prime --force
     OX_TELEMETRY_DEBUG=1 python examples/click_cli.py fail    # see the events, send nothing

@@ -1,5 +1,7 @@
 """A tiny CLI that records its commands with ox-telemetry.
 
+Needs only the standard library and this project: `pip install -e .` from a clone.
+
     python examples/hello_cli.py greet Ada
     OX_TELEMETRY_DEBUG=1 python examples/hello_cli.py greet Ada   # see the events, send nothing
     SAGEOX_ENDPOINT=http://127.0.0.1:8080 python examples/hello_cli.py greet Ada

@@ -1,5 +1,7 @@
 """A Typer CLI whose commands are recorded by ox-telemetry with one call.
 
+Needs Typer: `pip install -e . typer` from a clone (the `dev` extra has it too).
+
     python examples/typer_cli.py greet Ada --shout
     python examples/typer_cli.py agent prime --force
     OX_TELEMETRY_DEBUG=1 python examples/typer_cli.py fail    # see the events, send nothing
