@@ -108,6 +108,7 @@ class Connection(asyncio.Protocol):
         limit = self.daemon.settings.max_line
         if len(self.buffer) > limit and self.transport is not None:
             log.debug("closed a connection: line longer than %d bytes", limit)
+            self.daemon.dropped["invalid"] += 1
             self.buffer = b""
             self.reply(answer(False, f"line longer than {limit} bytes"))
             self.transport.close()
@@ -153,11 +154,13 @@ class Daemon:
             if not line or line.isspace():
                 continue
             if len(line) > limit:
+                self.dropped["invalid"] += 1
                 conn.reply(answer(False, f"line longer than {limit} bytes"))
                 continue
             try:
                 message = decode(line)
-            except ProtocolError as exc:
+            except ProtocolError as exc:  # maybe a one-way event: counted, as no sender may read the answer
+                self.dropped["invalid"] += 1
                 _refuse(conn, exc)
                 continue
             if type(message) is dict and message.get("type") == "telemetry":
@@ -171,11 +174,12 @@ class Daemon:
             self._spool(events)  # a request sees the events before it
             events = []
             try:
-                request = parse_request(message)
+                self._handle_request(parse_request(message), conn)
             except ProtocolError as exc:
                 _refuse(conn, exc)
-                continue
-            self._handle_request(request, conn)
+            except Exception as exc:  # one request must not cost the lines after it
+                log.warning("request failed: %r", exc)
+                conn.reply(answer(False, "internal error"))
         self._spool(events)
 
     def _spool(self, events: list[bytes]) -> None:
