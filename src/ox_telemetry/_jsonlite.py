@@ -82,10 +82,7 @@ def too_deep(text: "str | bytes", value: "Any", max_depth: int = MAX_DEPTH) -> b
     Text with no more brackets than the limit cannot nest deeper, so the usual
     shallow event costs two counts; only the rest is walked, without recursion.
     """
-    if isinstance(text, str):
-        brackets = text.count("[") + text.count("{")
-    else:
-        brackets = text.count(b"[") + text.count(b"{")
+    brackets = text.count("[") + text.count("{") if isinstance(text, str) else text.count(b"[") + text.count(b"{")
     if brackets <= max_depth:
         return False
     stack = [(value, 1)]

@@ -84,15 +84,14 @@ def test_limits_are_enforced_where_json_enters_and_leaves() -> None:
     assert _jsonlite.loads(json.dumps(_nested(limit))) == _nested(limit)
     assert _jsonlite.dumps(_nested(limit)).count("[") == limit
     for depth in (limit + 1, 600, 100_000):
-        text = "[" * depth + "]" * depth
-        for call in (lambda: _jsonlite.loads(text), lambda: _jsonlite.dumps(_nested(depth)),
-                     lambda: scrub_value(_nested(depth))):
+        text, value = "[" * depth + "]" * depth, _nested(depth)
+        for call, arg in ((_jsonlite.loads, text), (_jsonlite.dumps, value), (scrub_value, value)):
             try:
-                call()
+                call(arg)
             except ValueError as exc:
                 assert f"{limit} levels" in str(exc)
             else:
-                raise AssertionError(f"depth {depth} accepted")
+                raise AssertionError(f"{call.__name__}: depth {depth} accepted")
     looped: dict[str, Any] = {}
     looped["self"] = looped
     try:
