@@ -23,6 +23,8 @@ user rules depend on the environment and are compiled once per value.
 import os
 import re
 
+from ._jsonlite import MAX_DEPTH
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -236,14 +238,20 @@ def scrub_event(event: "dict[str, Any]") -> "dict[str, Any]":
     return out
 
 
-def scrub_value(value: "Any") -> "Any":
-    """``value`` with every string in it, nested ones too, scrubbed: daemon event props."""
+def scrub_value(value: "Any", room: int = MAX_DEPTH) -> "Any":
+    """``value`` with every string in it, nested ones too, scrubbed: daemon event props.
+
+    ValueError when lists and dicts nest deeper than ``room``: such a value is
+    dropped by the caller, never half scrubbed, and never recursed into without bound.
+    """
     if isinstance(value, str):
         return scrub(value)
+    if isinstance(value, (dict, list)) and room <= 0:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
-        return {k: scrub_value(v) for k, v in value.items()}
+        return {k: scrub_value(v, room - 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [scrub_value(v) for v in value]
+        return [scrub_value(v, room - 1) for v in value]
     return value
 
 

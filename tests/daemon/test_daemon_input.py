@@ -94,24 +94,16 @@ def test_bad_input_storm_then_good_message_is_delivered(daemon: DaemonProcess, e
         sock.sendall(telemetry_line("partial")[:-10])
     assert status()["received"] == before
 
-    # 200 connections at once: at most 100 are kept, the rest told why and closed.
+    # 200 connections at once: at most 100 are held, the rest wait in the backlog (never answered
+    # "too many" and closed unread); held idle ones are closed soon, so a status request still gets in.
     assert wait_until(_only_one_connection)  # the earlier ones are gone
     opened: list[socket.socket] = []
-    refused = 0
     try:
         for _ in range(200):
             opened.append(connect(timeout=5))
-        time.sleep(0.3)
-        for sock in opened:
-            sock.setblocking(False)
-            try:
-                data = sock.recv(200)
-            except BlockingIOError:
-                continue
-            if b"too many connections (limit 100)" in data:
-                refused += 1
-        # Never more than 100 open; the status request that checked for quiet may still count as one.
-        assert 100 <= refused <= 101
+        answer = lambda: request("status", timeout=2.0) or {}  # noqa: E731
+        assert wait_until(lambda: answer().get("success") is True, 10)
+        assert status()["connections"] <= 101
     finally:
         for sock in opened:
             sock.close()

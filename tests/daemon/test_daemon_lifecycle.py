@@ -101,7 +101,7 @@ def test_refuses_a_world_writable_socket_directory(sock_dir: Path, daemon_env: E
     os.environ["OX_TELEMETRY_SOCKET"] = str(shared / "telemetry.sock")  # restored by monkeypatch's teardown
     result = cli("run")
     assert result.returncode == 1
-    assert f"socket directory {shared} is writable by other users (mode 0777)" in result.stderr
+    assert f"socket directory {shared} is open to other users (mode 0777, must be 0700)" in result.stderr
     assert cli("start").returncode == 1
     assert not (shared / "telemetry.sock").exists()
 

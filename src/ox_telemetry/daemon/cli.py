@@ -92,7 +92,11 @@ def show_status(as_json: bool) -> int:
     answer = ipc.request({"type": "status"}, timeout=2.0)
     data: Any = answer.get("data") if answer and answer.get("success") else None
     if not isinstance(data, dict):
-        print(json.dumps({"running": False}) if as_json else "daemon not running")
+        problem = ipc.socket_problem()  # a squatted socket path looks like no daemon: say so
+        if as_json:
+            print(json.dumps({"running": False, **({"socket_problem": problem} if problem else {})}))
+        else:
+            print("daemon not running" + (f" ({problem})" if problem else ""))
         return 3
     if as_json:
         print(json.dumps({"running": True, **data}, sort_keys=True))

@@ -35,27 +35,18 @@ class AlreadyRunning(LifecycleError):
 
 
 def check_socket_dir(directory: str) -> None:
-    """Create ``directory`` with mode 0700, or refuse one that another user owns or can write."""
-    try:
-        info = os.lstat(directory)
-    except FileNotFoundError:
+    """Create ``directory`` with mode 0700, or refuse one the client would refuse (see ipc.directory_problem)."""
+    if not os.path.lexists(directory):
         os.makedirs(os.path.dirname(directory) or ".", exist_ok=True)
         try:
             os.mkdir(directory, 0o700)
-        except FileExistsError:  # a concurrent start made it: check it like any other
+        except FileExistsError:  # a concurrent start (or another user) made it: check it like any other
             pass
         else:
             os.chmod(directory, 0o700)  # whatever the umask
-            return
-        info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode):
-        raise LifecycleError(f"socket directory {directory} is not a directory")
-    if info.st_uid != os.geteuid():
-        raise LifecycleError(f"socket directory {directory} is owned by uid {info.st_uid}, not by uid {os.geteuid()}")
-    if info.st_mode & 0o022:
-        raise LifecycleError(
-            f"socket directory {directory} is writable by other users (mode {stat.S_IMODE(info.st_mode):04o})"
-        )
+    problem = ipc.directory_problem(directory)
+    if problem is not None:
+        raise LifecycleError(problem)
 
 
 class PidFile:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _time, paths
+from .._jsonlite import MAX_DEPTH, too_deep
 from ..wire import new_event_id as new_uuid
 
 MAX_EVENT_NAME = 256
@@ -37,13 +38,20 @@ _decode = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
 def decode(line: bytes) -> Any:
-    """The JSON value of one line (strict UTF-8, strict JSON); raises ProtocolError."""
+    """The JSON value of one line (strict UTF-8, strict JSON, at most MAX_DEPTH levels); raises ProtocolError."""
     try:
-        return _decode(line.decode("utf-8"))
+        value = _decode(line.decode("utf-8"))
     except UnicodeDecodeError:
         raise ProtocolError("invalid JSON: not UTF-8") from None
     except ValueError as exc:
         raise ProtocolError(f"invalid JSON: {exc}") from None
+    except RecursionError:  # the parser's own limit, far past ours
+        value = None
+    else:
+        # too_deep's own first test, inlined: the hot path of intake
+        if line.count(b"[") + line.count(b"{") <= MAX_DEPTH or not too_deep(line, value):
+            return value
+    raise ProtocolError(f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
 
 
 def telemetry_error(message: dict[str, Any]) -> str | None:

@@ -72,8 +72,9 @@ class _OneShot:
 class Connection(asyncio.Protocol):
     """One client connection: buffers partial lines, hands complete ones to the daemon."""
 
-    def __init__(self, daemon: Daemon, pending: bytes = b"") -> None:
+    def __init__(self, daemon: Daemon, sock: socket.socket, pending: bytes = b"") -> None:
         self.daemon = daemon
+        self.sock = sock
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.pending = pending  # read before the connection became a transport
@@ -88,8 +89,20 @@ class Connection(asyncio.Protocol):
             self.data_received(data)  # before the transport reads anything: order kept
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.daemon.connections.discard(self)
+        self.daemon.forget(self)
         self.transport = None
+
+    def idle_since(self, cutoff: float) -> bool:
+        """Whether closing this connection now loses nothing: quiet since ``cutoff``, no partial line,
+        no answer owed, and no bytes waiting unread in the kernel."""
+        if self.waiting or self.buffer or self.last_active >= cutoff or self.transport is None:
+            return False
+        try:
+            return not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"": the sender closed
+        except BlockingIOError:
+            return True
+        except OSError:
+            return True  # a broken connection holds nothing we could still read
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
@@ -108,6 +121,7 @@ class Connection(asyncio.Protocol):
         limit = self.daemon.settings.max_line
         if len(self.buffer) > limit and self.transport is not None:
             log.debug("closed a connection: line longer than %d bytes", limit)
+            self.daemon.dropped["invalid"] += 1
             self.buffer = b""
             self.reply(answer(False, f"line longer than {limit} bytes"))
             self.transport.close()
@@ -133,6 +147,9 @@ class Daemon:
         self.settings = uploader.settings
         self.spool = uploader.spool  # the uploader sends what the daemon spools
         self.connections: set[Connection] = set()
+        self._listener: socket.socket | None = None  # read by the loop only while below the connection limit
+        self._accepting = False
+        self._pressure = asyncio.Event()  # at the limit: the sweeper frees room for the connections waiting
         self.received = 0
         self.dropped: dict[str, int] = {"invalid": 0, "disk": 0}
         self.started = time.monotonic()
@@ -153,11 +170,13 @@ class Daemon:
             if not line or line.isspace():
                 continue
             if len(line) > limit:
+                self.dropped["invalid"] += 1
                 conn.reply(answer(False, f"line longer than {limit} bytes"))
                 continue
             try:
                 message = decode(line)
-            except ProtocolError as exc:
+            except ProtocolError as exc:  # maybe a one-way event: counted, as no sender may read the answer
+                self.dropped["invalid"] += 1
                 _refuse(conn, exc)
                 continue
             if type(message) is dict and message.get("type") == "telemetry":
@@ -171,11 +190,12 @@ class Daemon:
             self._spool(events)  # a request sees the events before it
             events = []
             try:
-                request = parse_request(message)
+                self._handle_request(parse_request(message), conn)
             except ProtocolError as exc:
                 _refuse(conn, exc)
-                continue
-            self._handle_request(request, conn)
+            except Exception as exc:  # one request must not cost the lines after it
+                log.warning("request failed: %r", exc)
+                conn.reply(answer(False, "internal error"))
         self._spool(events)
 
     def _spool(self, events: list[bytes]) -> None:
@@ -280,6 +300,11 @@ class Daemon:
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(256):  # then let the loop serve the connections it has
+            if len(self.connections) >= self.settings.max_connections:
+                # Backpressure, never accept-and-drop: new connections wait in the listen backlog, their
+                # lines unread but kept, until room frees; a full backlog makes a CLI's connect fail.
+                self._stop_accepting()
+                return
             try:
                 sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -308,11 +333,6 @@ class Daemon:
             log.warning("closed a connection from uid %s", uid)
             sock.close()
             return
-        if len(self.connections) >= self.settings.max_connections:
-            log.debug("connection refused: %d connections open", len(self.connections))
-            _OneShot(sock).reply(answer(False, f"too many connections (limit {self.settings.max_connections})"))
-            sock.close()
-            return
         sock.setblocking(False)
         data = b""
         ended = False
@@ -333,7 +353,7 @@ class Daemon:
                 self.handle_chunk(data[:end], _OneShot(sock))
             sock.close()
             return
-        conn = Connection(self, data)
+        conn = Connection(self, sock, data)
         self.connections.add(conn)  # counted at once, so a burst cannot pass the limit
         asyncio.get_running_loop().create_task(self._attach(conn, sock))
 
@@ -342,8 +362,27 @@ class Daemon:
             await asyncio.get_running_loop().connect_accepted_socket(lambda: conn, sock)
         except OSError as exc:
             log.debug("lost a connection while attaching it: %s", exc)
-            self.connections.discard(conn)
+            self.forget(conn)
             sock.close()
+
+    def forget(self, conn: Connection) -> None:
+        """A connection ended: take new ones again if the limit had stopped that."""
+        self.connections.discard(conn)
+        if not self._accepting and len(self.connections) < self.settings.max_connections:
+            self._start_accepting()
+
+    def _start_accepting(self) -> None:
+        stopping = self._stop_requested is None or self._stop_requested.is_set()
+        if self._listener is not None and not self._accepting and not stopping:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept, self._listener)
+            self._accepting = True
+
+    def _stop_accepting(self) -> None:
+        if self._listener is not None and self._accepting:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._accepting = False
+            log.debug("not accepting: %d connections open", len(self.connections))
+            self._pressure.set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -359,7 +398,8 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         sock.setblocking(False)
-        loop.add_reader(sock.fileno(), self._accept, sock)
+        self._listener = sock
+        self._start_accepting()
         self.add_own_event("app:startup")
         sender = loop.create_task(self.uploader.run())
         sweeper = loop.create_task(self._close_idle())
@@ -367,7 +407,7 @@ class Daemon:
                  self.uploader.interval)
         await self._stop_requested.wait()
         log.info("stopping")
-        loop.remove_reader(sock.fileno())
+        self._stop_accepting()
         sweeper.cancel()
         self.uploader.stop()
         for conn in list(self.connections):
@@ -388,11 +428,21 @@ class Daemon:
             pass
 
     async def _close_idle(self) -> None:
-        idle = self.settings.idle
+        """Close connections idle for ``idle`` seconds; while the limit holds new ones back, for ``busy_idle``.
+
+        So connections held open and silent delay others (a ``ping``, a CLI's
+        event waiting in the backlog) by about ``busy_idle``, never starve them.
+        """
+        settings = self.settings
         while True:
-            await asyncio.sleep(min(1.0, idle / 2))
-            cutoff = time.monotonic() - idle
+            pressed = not self._accepting
+            try:
+                await asyncio.wait_for(self._pressure.wait(), 0.1 if pressed else min(1.0, settings.idle / 2))
+            except asyncio.TimeoutError:
+                pass
+            self._pressure.clear()
+            cutoff = time.monotonic() - (settings.idle if self._accepting else min(settings.idle, settings.busy_idle))
             for conn in list(self.connections):
-                if conn.waiting == 0 and conn.last_active < cutoff and conn.transport is not None:
+                if conn.idle_since(cutoff):
                     log.debug("closed an idle connection")
-                    conn.transport.close()
+                    conn.transport.close()  # type: ignore[union-attr]  # idle_since checked it

@@ -38,8 +38,9 @@ class Settings:
     spool_bytes: int = 10 * 1024 * 1024  # the disk spool's bound
     segment_bytes: int = 1024 * 1024  # one spool file's size before the next starts
     max_line: int = 1024 * 1024  # longest IPC line accepted
-    max_connections: int = 100
-    idle: float = 30.0  # an idle connection is closed after this long
+    max_connections: int = 100  # then new connections wait in the listen backlog
+    idle: float = 5.0  # an idle connection is closed after this long ...
+    busy_idle: float = 0.5  # ... or after this long while new connections wait for room
     stop_grace: float = 2.0  # on stop, time left for a last send
 
     @classmethod

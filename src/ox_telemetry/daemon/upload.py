@@ -27,7 +27,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
-from .. import __version__, _time, consent, paths, retry
+from .. import __version__, _jsonlite, _time, consent, paths, retry
+from .._jsonlite import MAX_DEPTH
 from ..queue import _write_atomic
 from ..scrub import scrub_value
 from ..transport import Transport, header, post_json
@@ -96,15 +97,16 @@ def build_body(clientid: str, lines: list[bytes]) -> tuple[bytes, int]:
     events = []
     for line in lines:
         try:
-            item = json.loads(line)
+            # One level more than a message may have: the spool line wraps it.
+            item = _jsonlite.loads(line, MAX_DEPTH + 1)
             payload = item["msg"]["payload"]
             props = payload.get("props")
             events.append({
                 "uuid": item["uuid"], "ts": item["ts"], "tslocal": item["tslocal"],
                 "event": payload["event"], "props": scrub_value(props) if isinstance(props, dict) else {},
             })
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.debug("skipping a malformed spool line")
+        except Exception as exc:  # whatever one line holds, it costs only itself
+            log.debug("skipping a malformed spool line: %r", exc)
     body = json.dumps({"clientid": clientid, "events": events}, separators=(",", ":"))
     return body.encode("utf-8"), len(events)
 
@@ -195,7 +197,11 @@ class Uploader:
                 continue  # the reason to wake may have changed: look again
             if regular > now:
                 self._last_early = now
-            await self.send()
+            try:
+                await self.send()
+            except Exception as exc:  # the loop outlives any one send; the next waits the interval
+                log.warning("send failed: %r", exc)
+                self.spool.unpin()
 
     def stop(self) -> None:
         """End :meth:`run` at its next turn."""
