@@ -3,8 +3,8 @@
 Three ways to get a queue sent, in order of preference:
 
 1. a running delivery daemon takes the queue over (one message on its socket);
-2. a detached uploader process (``python -m ox_telemetry.uploader``) in its
-   own session, output to /dev/null, so it outlives the CLI and the CLI's exit
+2. a detached uploader process (:mod:`ox_telemetry.uploader`) in its own
+   session, output to /dev/null, so it outlives the CLI and the CLI's exit
    never waits on the network;
 3. with a host-supplied transport, which only exists inside the CLI process,
    a daemon thread of the client's that stops when the client stops.
@@ -30,6 +30,30 @@ if TYPE_CHECKING:
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _children: list[int] = []
 _LOCK_FD = 3  # where the uploader finds its inherited send lock
+
+
+def isolated_command(entry: str, args: "list[str]") -> "list[str]":
+    """The argv that runs ``entry`` ("module:function", called with ``args``) of this very copy of the package.
+
+    The CLI's cwd may be a cloned repository holding an ``ox_telemetry/`` or a
+    ``sitecustomize.py``, and its environment may name any import path: so
+    ``-I`` (no PYTHON* variables, no user site, neither cwd nor script dir on
+    ``sys.path``), ``-S`` (no site-packages: the client and daemon need only
+    the standard library, and startup stays cheap), the package's own parent
+    directory first on ``sys.path``, and ``/`` as the cwd before anything of
+    ours is imported.
+    """
+    module, _, function = entry.partition(":")
+    code = (f"import os,sys;os.chdir('/');sys.path.insert(0,{_PACKAGE_PARENT!r});"
+            f"from {module} import {function};sys.exit({function}(sys.argv[1:]))")
+    return [sys.executable, "-I", "-S", "-c", code, *args]
+
+
+def isolated_env(extra: "dict[str, str] | None" = None) -> "dict[str, str]":
+    """The CLI's environment without PYTHON* variables (``-I`` ignores them; whatever the child starts must too)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    env.update(extra or {})
+    return env
 
 
 def backoff_until(queue: JsonlQueue) -> float:
@@ -86,11 +110,9 @@ def spawn_uploader(queue: JsonlQueue, url: str, cli_version: str) -> bool:
     sender = _due_sender(queue)
     if sender is None:
         return False  # an uploader is at work already, or the last one's backoff lasts
-    env = dict(os.environ)
-    # The uploader imports this very copy of the package, whatever the host's sys.path.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-    argv = [sys.executable, "-S", "-m", "ox_telemetry.uploader", "--queue", os.path.abspath(queue.path),
-            "--url", url, "--cli-version", cli_version, "--lock-fd", str(_LOCK_FD)]
+    argv = isolated_command("ox_telemetry.uploader:main", [
+        "--queue", os.path.abspath(queue.path), "--url", url, "--cli-version", cli_version,
+        "--lock-fd", str(_LOCK_FD)])
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
@@ -100,7 +122,7 @@ def spawn_uploader(queue: JsonlQueue, url: str, cli_version: str) -> bool:
     if sender.lock_fd() == _LOCK_FD:
         os.set_inheritable(_LOCK_FD, True)  # dup2 onto itself would keep close-on-exec
     try:
-        pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+        pid = os.posix_spawn(sys.executable, argv, isolated_env(), file_actions=actions, setsid=True)
     except OSError as exc:
         _log.debug("could not start the uploader: %s", exc)
         sender.close()
