@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from . import _jsonlite, paths, retry
 from ._time import now
+from .budget import RequestBudget
 from .queue import JsonlQueue, Sender
 from .scrub import scrub_parsed_line
 from .transport import Transport, header, post_json
@@ -34,11 +35,11 @@ MAX_BATCH_BYTES = 512 * 1024
 class Policy:
     """Timing of delivery runs. ``OX_TELEMETRY_UPLOAD_TUNING="timeout=2,budget=5"`` overrides (tests)."""
 
-    __slots__ = ("base", "budget", "cap", "run_base", "run_cap", "timeout")
+    __slots__ = ("base", "budget", "cap", "rate_requests", "rate_window", "run_base", "run_cap", "timeout")
 
     def __init__(
         self, timeout: float = 10.0, base: float = 1.0, cap: float = 30.0, budget: float = 120.0,
-        run_base: float = 60.0, run_cap: float = 3600.0,
+        run_base: float = 60.0, run_cap: float = 3600.0, rate_requests: float = 10, rate_window: float = 60.0,
     ) -> None:
         self.timeout = timeout  # one request
         self.base = base  # first retry delay ceiling within a run
@@ -46,6 +47,9 @@ class Policy:
         self.budget = budget  # a run gives up after this long
         self.run_base = run_base  # wait before the next run after one gave up, doubled per failure
         self.run_cap = run_cap
+        # The user's requests to one endpoint while they fail, across every sender (see ox_telemetry.budget).
+        self.rate_requests = rate_requests
+        self.rate_window = rate_window
 
     @classmethod
     def from_env(cls) -> Policy:
@@ -214,8 +218,9 @@ class Delivery:
         self.queue = queue
         self.transport = transport
         self.url = url
-        self.cli_version = cli_version
+        self.cli_version = cli_version  # the batches' for lines that carry no version of their own
         self.policy = policy or Policy.from_env()
+        self.budget = RequestBudget(url, int(self.policy.rate_requests), self.policy.rate_window)
         # wait(seconds) sleeps and returns True when the run should stop now.
         self.wait = wait or _sleep
         # on_batch(events, outcome, last answer): a foreground flush reports each batch.
@@ -258,8 +263,16 @@ class Delivery:
         body = encode_batch(chunk, cli_version, host_os(), host_arch(), now()).encode("utf-8")
         attempt = 0
         while True:
+            wait = self.budget.take()
+            if wait:  # the user's other senders spent this endpoint's budget: give up, no request
+                self.last_answer = self.last_answer or "not sent: the endpoint's request budget is spent"
+                self.state.failed(self.last_answer, self.policy, wait)
+                self.state.save()
+                return _Outcome.GAVE_UP
             compress = self.url not in self.state.plain
             status, retry_after = self._post(body, compress)
+            if status is not None and not retry.is_retryable(status):
+                self.budget.answered()
             if status is not None and retry.is_success(status):
                 return _Outcome.DELIVERED
             if status == 415 and compress:
