@@ -33,7 +33,12 @@ MAX_BATCH_BYTES = 512 * 1024
 
 
 class Policy:
-    """Timing of delivery runs. ``OX_TELEMETRY_UPLOAD_TUNING="timeout=2,budget=5"`` overrides (tests)."""
+    """Timing of delivery runs.
+
+    A test knob, not a setting: ``OX_TELEMETRY_UPLOAD_TUNING="timeout=2,budget=5"``
+    overrides any attribute below, including the per-user request budget's
+    ``rate_requests`` and ``rate_window`` (seconds, at most an hour).
+    """
 
     __slots__ = ("base", "budget", "cap", "rate_requests", "rate_window", "run_base", "run_cap", "timeout")
 
