@@ -43,11 +43,12 @@ def isolated_command(entry: str, args: "list[str]") -> "list[str]":
     ``-I`` (no PYTHON* variables, no user site, neither cwd nor script dir on
     ``sys.path``), ``-S`` (no site-packages: the client and daemon need only
     the standard library, and startup stays cheap), the package's own parent
-    directory first on ``sys.path``, and ``/`` as the cwd before anything of
-    ours is imported.
+    directory on ``sys.path`` after the standard library (a site-packages
+    parent must not shadow it), and ``/`` as the cwd before anything of ours
+    is imported.
     """
     module, _, function = entry.partition(":")
-    code = (f"import os,sys;os.chdir('/');sys.path.insert(0,{_PACKAGE_PARENT!r});"
+    code = (f"import os,sys;os.chdir('/');sys.path.append({_PACKAGE_PARENT!r});"
             f"from {module} import {function};sys.exit({function}(sys.argv[1:]))")
     return [sys.executable, "-I", "-S", "-c", code, *args]
 
