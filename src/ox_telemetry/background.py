@@ -3,22 +3,24 @@
 Three ways to get a queue sent, in order of preference:
 
 1. a running delivery daemon takes the queue over (one message on its socket);
-2. a detached uploader process (``python -m ox_telemetry.uploader``) in its
-   own session, output to /dev/null, so it outlives the CLI and the CLI's exit
+2. a detached uploader process (:mod:`ox_telemetry.uploader`) in its own
+   session, output to /dev/null, so it outlives the CLI and the CLI's exit
    never waits on the network;
 3. with a host-supplied transport, which only exists inside the CLI process,
    a daemon thread of the client's that stops when the client stops.
 
 Before any of them: nothing starts while the last run's backoff lasts or while
-another sender holds the queue, so an outage costs neither a storm of
-processes nor of requests.
+another sender holds the queue, and no uploader starts while the user's
+uploader slots are all taken or the endpoint's request budget is spent (see
+:mod:`ox_telemetry.budget`), so an outage costs neither a storm of processes
+nor of requests.
 """
 
 import os
 import sys
 import time
 
-from . import _jsonlite, _log, paths
+from . import _jsonlite, _log, budget, paths
 from .queue import JsonlQueue, Sender
 
 TYPE_CHECKING = False
@@ -30,6 +32,32 @@ if TYPE_CHECKING:
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _children: list[int] = []
 _LOCK_FD = 3  # where the uploader finds its inherited send lock
+_SLOT_FD = 4  # its uploader slot
+
+
+def isolated_command(entry: str, args: "list[str]") -> "list[str]":
+    """The argv that runs ``entry`` ("module:function", called with ``args``) of this very copy of the package.
+
+    The CLI's cwd may be a cloned repository holding an ``ox_telemetry/`` or a
+    ``sitecustomize.py``, and its environment may name any import path: so
+    ``-I`` (no PYTHON* variables, no user site, neither cwd nor script dir on
+    ``sys.path``), ``-S`` (no site-packages: the client and daemon need only
+    the standard library, and startup stays cheap), the package's own parent
+    directory on ``sys.path`` after the standard library (a site-packages
+    parent must not shadow it), and ``/`` as the cwd before anything of ours
+    is imported.
+    """
+    module, _, function = entry.partition(":")
+    code = (f"import os,sys;os.chdir('/');sys.path.append({_PACKAGE_PARENT!r});"
+            f"from {module} import {function};sys.exit({function}(sys.argv[1:]))")
+    return [sys.executable, "-I", "-S", "-c", code, *args]
+
+
+def isolated_env(extra: "dict[str, str] | None" = None) -> "dict[str, str]":
+    """The CLI's environment without PYTHON* variables (``-I`` ignores them; whatever the child starts must too)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    env.update(extra or {})
+    return env
 
 
 def backoff_until(queue: JsonlQueue) -> float:
@@ -77,35 +105,50 @@ def hand_to_daemon(queue: JsonlQueue, url: str, cli_version: str) -> bool:
 def spawn_uploader(queue: JsonlQueue, url: str, cli_version: str) -> bool:
     """Start a detached uploader process for ``queue``; True when it started.
 
-    The send lock is taken here and handed to the child already held, so two
-    CLIs finishing at once cannot start two uploaders for one queue.
+    The send lock and one of the user's uploader slots (see
+    :mod:`ox_telemetry.budget`) are taken here and handed to the child
+    already held: two CLIs finishing at once cannot start two uploaders for
+    one queue, nor many projects more than the user's slots.
     """
     _reap()
     if not sys.executable or not hasattr(os, "posix_spawn"):
         return False  # frozen host or no spawn: the events wait on disk
+    if budget.blocked_until(url) > time.time():
+        return False  # the user's requests to this endpoint are spent for now
     sender = _due_sender(queue)
     if sender is None:
         return False  # an uploader is at work already, or the last one's backoff lasts
-    env = dict(os.environ)
-    # The uploader imports this very copy of the package, whatever the host's sys.path.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-    argv = [sys.executable, "-S", "-m", "ox_telemetry.uploader", "--queue", os.path.abspath(queue.path),
-            "--url", url, "--cli-version", cli_version, "--lock-fd", str(_LOCK_FD)]
+    slot = budget.take_slot()
+    if slot is None:
+        sender.close()
+        return False  # the user's uploaders are all at work: the events wait on disk
+    argv = isolated_command("ox_telemetry.uploader:main", [
+        "--queue", os.path.abspath(queue.path), "--url", url, "--cli-version", cli_version,
+        "--lock-fd", str(_LOCK_FD)])
+    from fcntl import F_DUPFD_CLOEXEC, fcntl
+
+    # Copies above the target descriptors, so that neither dup2 below overwrites the other's source.
+    held = [fcntl(sender.lock_fd(), F_DUPFD_CLOEXEC, 10), fcntl(slot.fileno(), F_DUPFD_CLOEXEC, 10)]
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
         (os.POSIX_SPAWN_DUP2, 1, 2),
-        (os.POSIX_SPAWN_DUP2, sender.lock_fd(), _LOCK_FD),  # dup2 clears close-on-exec
+        (os.POSIX_SPAWN_DUP2, held[0], _LOCK_FD),  # dup2 clears close-on-exec
+        (os.POSIX_SPAWN_DUP2, held[1], _SLOT_FD),  # held, never closed, for as long as the uploader lives
     ]
-    if sender.lock_fd() == _LOCK_FD:
-        os.set_inheritable(_LOCK_FD, True)  # dup2 onto itself would keep close-on-exec
     try:
-        pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+        pid = os.posix_spawn(sys.executable, argv, isolated_env(), file_actions=actions, setsid=True)
     except OSError as exc:
         _log.debug("could not start the uploader: %s", exc)
         sender.close()
+        slot.release()
+        slot.close()
         return False
-    sender.detach()  # the child holds the lock now; unlocking here would free it
+    finally:
+        for fd in held:
+            os.close(fd)
+    sender.detach()  # the child holds both locks now; unlocking here would free them
+    slot.detach()
     _children.append(pid)
     return True
 

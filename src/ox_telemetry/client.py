@@ -21,7 +21,7 @@ import sys
 
 from . import _log
 from ._time import now_rfc3339
-from .wire import EVENT_COMMAND_COMPLETE, EVENT_DAEMON_START_FAILURE, Event, new_event_id
+from .wire import EVENT_COMMAND_COMPLETE, EVENT_DAEMON_START_FAILURE, Event, new_event_id, version_suffix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class Client:
         self.session_id = session_id if isinstance(session_id, str) else str(session_id)
         self.base_url = resolve_base_url(base_url)
         self.version = version or ""
+        self._line_end = version_suffix(self.version)  # every queued line carries this CLI's version
         self._transport = transport
         self._lock = _thread.allocate_lock()
         self._memory: list[bytes] = []
@@ -344,7 +345,7 @@ class Client:
 
             self._print(scrub_line(line))
             return None
-        return line.encode("ascii")
+        return (line[:-1] + self._line_end).encode("ascii")
 
     def _with_ci(self, event: Event) -> Event:
         """``event`` with ``metadata["ci"]`` added; a copy, so the caller's event stays as it was.

@@ -19,10 +19,11 @@ from collections.abc import Callable
 
 from . import _jsonlite, paths, retry
 from ._time import now
+from .budget import RequestBudget
 from .queue import JsonlQueue, Sender
 from .scrub import scrub_parsed_line
 from .transport import Transport, header, post_json
-from .wire import Event, encode_batch, host_arch, host_os
+from .wire import Event, encode_batch, host_arch, host_os, version_suffix
 
 log = logging.getLogger("ox_telemetry")
 
@@ -32,13 +33,18 @@ MAX_BATCH_BYTES = 512 * 1024
 
 
 class Policy:
-    """Timing of delivery runs. ``OX_TELEMETRY_UPLOAD_TUNING="timeout=2,budget=5"`` overrides (tests)."""
+    """Timing of delivery runs.
 
-    __slots__ = ("base", "budget", "cap", "run_base", "run_cap", "timeout")
+    A test knob, not a setting: ``OX_TELEMETRY_UPLOAD_TUNING="timeout=2,budget=5"``
+    overrides any attribute below, including the per-user request budget's
+    ``rate_requests`` and ``rate_window`` (seconds, at most an hour).
+    """
+
+    __slots__ = ("base", "budget", "cap", "rate_requests", "rate_window", "run_base", "run_cap", "timeout")
 
     def __init__(
         self, timeout: float = 10.0, base: float = 1.0, cap: float = 30.0, budget: float = 120.0,
-        run_base: float = 60.0, run_cap: float = 3600.0,
+        run_base: float = 60.0, run_cap: float = 3600.0, rate_requests: float = 10, rate_window: float = 60.0,
     ) -> None:
         self.timeout = timeout  # one request
         self.base = base  # first retry delay ceiling within a run
@@ -46,6 +52,9 @@ class Policy:
         self.budget = budget  # a run gives up after this long
         self.run_base = run_base  # wait before the next run after one gave up, doubled per failure
         self.run_cap = run_cap
+        # The user's requests to one endpoint while they fail, across every sender (see ox_telemetry.budget).
+        self.rate_requests = rate_requests
+        self.rate_window = rate_window
 
     @classmethod
     def from_env(cls) -> Policy:
@@ -124,12 +133,14 @@ class _Outcome:
     STOPPED = "stopped"
 
 
-def wire_line(raw: bytes) -> str | None:
-    """A queued line as it goes on the wire: validated and scrubbed; None when malformed.
+def queued_line(raw: bytes) -> tuple[str, str | None] | None:
+    """A queued line as it goes on the wire, and the version of the CLI that recorded it; None when malformed.
 
-    Scrubbing happens here, at send time, because the recording client may not
-    load :mod:`re`; every queued event leaves the machine through this function
-    (and ``ox-telemetry show`` uses it to print exactly what would be sent).
+    The version (``None`` when the line carries none, see
+    :func:`~ox_telemetry.wire.version_suffix`) is taken off the event: it
+    travels as its batch's ``cli_version``. Scrubbing happens here, at send
+    time, because the recording client may not load :mod:`re`; every queued
+    event leaves the machine through this function.
     """
     try:
         text = raw.decode("utf-8")
@@ -137,29 +148,67 @@ def wire_line(raw: bytes) -> str | None:
         Event.from_dict(data)  # validation only: the line goes out as it was written
     except ValueError:
         return None
-    return scrub_parsed_line(text, data)
+    version = data.pop("cli_version", None)
+    if version is not None:
+        suffix = version_suffix(version) if isinstance(version, str) else ""
+        if suffix and text.endswith(suffix):
+            text = text[: -len(suffix)] + "}"  # as the client wrote it: no need to encode it again
+        else:
+            text = json.dumps(data, separators=(",", ":"))
+        if not isinstance(version, str):
+            version = None
+    return scrub_parsed_line(text, data), version
 
 
-def _chunks(lines: list[tuple[int, bytes]]) -> list[tuple[int, list[str]]]:
-    """Valid event lines, scrubbed, grouped into batches: ``(end offset, lines)``."""
-    out: list[tuple[int, list[str]]] = []
-    current: list[str] = []
-    size = 0
-    end = 0
-    for offset, raw in lines:
-        text = wire_line(raw)
-        if text is None:
+def wire_line(raw: bytes) -> str | None:
+    """A queued line exactly as it is sent (see :func:`queued_line`); None when malformed."""
+    parsed = queued_line(raw)
+    return None if parsed is None else parsed[0]
+
+
+def _batches(lines: list[tuple[int, bytes]], default_version: str) -> list[tuple[int, str, list[str]]]:
+    """Valid claimed lines, scrubbed, in batches of one recording CLI version each: ``(end offset, version, lines)``.
+
+    Lines without a version get ``default_version``. A batch's end offset
+    covers the longest run of claimed lines sent by it or by an earlier batch
+    (or malformed), so a run that gives up part-way leaves every unsent line queued.
+    """
+    texts: list[list[str]] = []  # per batch, in the order batches were opened
+    versions: list[str] = []
+    sizes: list[int] = []
+    open_batch: dict[str, int] = {}  # version -> its batch still taking lines
+    order: list[int] = []  # batches in send order: closed when full, the rest by their first line
+    batch_of: list[int] = []  # per claimed line: its batch, -1 when malformed
+    for _, raw in lines:
+        parsed = queued_line(raw)
+        if parsed is None:
             log.debug("skipping a malformed queue line")
-            end = offset
+            batch_of.append(-1)
             continue
-        if current and (len(current) >= MAX_BATCH_EVENTS or size + len(text) > MAX_BATCH_BYTES):
-            out.append((end, current))
-            current, size = [], 0
-        current.append(text)
-        size += len(text) + 1
-        end = offset
-    if current or end:
-        out.append((end, current))
+        text, version = parsed
+        version = default_version if version is None else version
+        index = open_batch.get(version)
+        if index is not None and (len(texts[index]) >= MAX_BATCH_EVENTS or sizes[index] + len(text) > MAX_BATCH_BYTES):
+            order.append(index)
+            index = None
+        if index is None:
+            index = open_batch[version] = len(texts)
+            texts.append([])
+            versions.append(version)
+            sizes.append(0)
+        texts[index].append(text)
+        sizes[index] += len(text) + 1
+        batch_of.append(index)
+    order += sorted(open_batch.values())
+    rank = {index: position for position, index in enumerate(order)}
+    out: list[tuple[int, str, list[str]]] = []
+    done = 0  # claimed lines before this one are sent (or malformed) once the current batch is
+    for position, index in enumerate(order):
+        while done < len(lines) and rank.get(batch_of[done], -1) <= position:
+            done += 1
+        out.append((lines[done - 1][0] if done else 0, versions[index], texts[index]))
+    if not out and lines:
+        out.append((lines[-1][0], default_version, []))  # only malformed lines: done with them
     return out
 
 
@@ -174,8 +223,9 @@ class Delivery:
         self.queue = queue
         self.transport = transport
         self.url = url
-        self.cli_version = cli_version
+        self.cli_version = cli_version  # the batches' for lines that carry no version of their own
         self.policy = policy or Policy.from_env()
+        self.budget = RequestBudget(url, int(self.policy.rate_requests), self.policy.rate_window)
         # wait(seconds) sleeps and returns True when the run should stop now.
         self.wait = wait or _sleep
         # on_batch(events, outcome, last answer): a foreground flush reports each batch.
@@ -204,9 +254,9 @@ class Delivery:
                 self.state.succeeded()
                 self.state.save()
                 return _Outcome.DELIVERED
-            for end, chunk in _chunks(lines):
+            for end, version, chunk in _batches(lines, self.cli_version):
                 if chunk:
-                    outcome = self._send(chunk, deadline)
+                    outcome = self._send(chunk, version, deadline)
                     if self.on_batch is not None:
                         self.on_batch(len(chunk), outcome, self.last_answer)
                     if outcome in (_Outcome.GAVE_UP, _Outcome.STOPPED):
@@ -214,12 +264,20 @@ class Delivery:
                 sender.release(end)
         return _Outcome.DELIVERED
 
-    def _send(self, chunk: list[str], deadline: float) -> str:
-        body = encode_batch(chunk, self.cli_version, host_os(), host_arch(), now()).encode("utf-8")
+    def _send(self, chunk: list[str], cli_version: str, deadline: float) -> str:
+        body = encode_batch(chunk, cli_version, host_os(), host_arch(), now()).encode("utf-8")
         attempt = 0
         while True:
+            wait = self.budget.take()
+            if wait:  # the user's other senders spent this endpoint's budget: give up, no request
+                self.last_answer = self.last_answer or "not sent: the endpoint's request budget is spent"
+                self.state.failed(self.last_answer, self.policy, wait)
+                self.state.save()
+                return _Outcome.GAVE_UP
             compress = self.url not in self.state.plain
             status, retry_after = self._post(body, compress)
+            if status is not None and not retry.is_retryable(status):
+                self.budget.answered()
             if status is not None and retry.is_success(status):
                 return _Outcome.DELIVERED
             if status == 415 and compress:

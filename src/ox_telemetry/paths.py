@@ -73,10 +73,14 @@ def daemon_socket_path() -> str:
 _SPOOL_PREFIX, _SPOOL_SUFFIX = "telemetry-", ".jsonl"
 
 
+def _slug(url: str) -> str:
+    # A file name for an endpoint: readable, no separators.
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in url)[:120]
+
+
 def user_spool_path(base_url: str) -> str:
     """The per-user spool of clients without a project that send to ``base_url``: one file per endpoint."""
-    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in base_url)[:120]
-    return os.path.join(user_cache_dir(), f"{_SPOOL_PREFIX}{slug}{_SPOOL_SUFFIX}")
+    return os.path.join(user_cache_dir(), f"{_SPOOL_PREFIX}{_slug(base_url)}{_SPOOL_SUFFIX}")
 
 
 def user_spool_paths() -> "list[str]":
@@ -137,3 +141,22 @@ def daemon_spool_dir() -> str:
 def daemon_log_path() -> str:
     """Where a detached daemon (``ox-telemetry daemon start``) writes its log."""
     return os.path.join(user_state_dir(), "daemon.log")
+
+
+#: Uploader processes a user may have alive at once, across every project and endpoint.
+UPLOADER_SLOTS = 2
+
+
+def uploader_slot_paths() -> "list[str]":
+    """The lock files of the user's uploader slots: an uploader holds one for as long as it lives."""
+    return [os.path.join(user_state_dir(), f"uploader-{n}.lock") for n in range(UPLOADER_SLOTS)]
+
+
+def request_budget_path(url: str) -> str:
+    """The user's recent failed requests to ``url`` (a POST URL), shared by every sender of the user."""
+    return os.path.join(user_state_dir(), f"requests-{_slug(url)}.json")
+
+
+def request_budget_lock_path() -> str:
+    """The lock every sender of the user takes to look at or spend a request budget."""
+    return os.path.join(user_state_dir(), "requests.lock")

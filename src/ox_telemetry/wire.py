@@ -398,6 +398,16 @@ def encode_batch(
     )
 
 
+def version_suffix(cli_version: str) -> str:
+    """What ends a queued line that carries the version of the CLI that recorded it (see CONTRACT.md section 5).
+
+    A queue or spool is shared by CLIs of different versions and sent by
+    whichever process comes next, so each line keeps its own; the sender takes
+    the key off again and sends the event in a batch of that version.
+    """
+    return ',"cli_version":' + _jsonlite.quote(clean_text(cli_version)) + "}"
+
+
 _GO_ARCH = {
     "x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
     "i386": "386", "i486": "386", "i586": "386", "i686": "386", "x86": "386",

@@ -14,11 +14,10 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 import time
 from typing import Any
 
-from .. import ipc, paths
+from .. import background, files, ipc, paths
 from ..queue import _FileLock
 
 
@@ -154,19 +153,19 @@ def ping(timeout: float = 1.0) -> dict[str, Any] | None:
 
 
 def spawn(extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start ``ox-telemetry daemon run`` detached (own session), its log in the user state dir."""
+    """Start ``ox-telemetry daemon run`` detached (own session) and isolated (see
+    :func:`~ox_telemetry.background.isolated_command`), its log in the user state dir."""
     log_path = paths.daemon_log_path()
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
-    env = dict(os.environ, **(extra_env or {}))
-    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    with open(log_path, "ab") as log:
-        os.chmod(log_path, 0o600)
+    log = files.open_regular(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
         return subprocess.Popen(
-            [sys.executable, "-m", "ox_telemetry.cli", "daemon", "run"],
+            background.isolated_command("ox_telemetry.cli:main", ["daemon", "run"]),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-            start_new_session=True, close_fds=True, env=env, cwd="/",
+            start_new_session=True, close_fds=True, env=background.isolated_env(extra_env), cwd="/",
         )
+    finally:
+        os.close(log)
 
 
 def wait_until(predicate: Any, timeout: float, step: float = 0.02) -> bool:
