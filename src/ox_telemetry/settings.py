@@ -1,0 +1,99 @@
+"""Every setting read from the environment, and the parsers they share.
+
+One place owns each variable's name, default and syntax, so the client, the
+uploader, the daemon and the collector agree on what ``1``, ``yes`` or
+``1h30m`` means. Each function reads the environment when called (a test or a
+host that changes it sees the current answer). Standard library only, and
+nothing heavier than :mod:`os`: the client imports this.
+"""
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+#: Where a CLI's events go without ``base_url`` or ``$SAGEOX_ENDPOINT``.
+DEFAULT_BASE_URL = "https://sageox.ai"
+#: The path of the CLI events endpoint below a base URL (CONTRACT.md section 3).
+TELEMETRY_PATH = "/api/v1/telemetry"
+#: Where the daemon's events go without ``$SAGEOX_TELEMETRY_ENDPOINT``.
+DEFAULT_DAEMON_ENDPOINT = "https://telemetry.sageox.ai/tevents"
+
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def flag(value: "str | None") -> "bool | None":
+    """``1/true/yes/on`` is True, ``0/false/no/off`` False (any case, spaces ignored), anything else None."""
+    word = (value or "").strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    return None
+
+
+def debug() -> bool:
+    """``OX_TELEMETRY_DEBUG``: print events instead of sending them (client), log verbosely (daemon)."""
+    return flag(os.environ.get("OX_TELEMETRY_DEBUG")) is True
+
+
+def base_url(explicit: "str | None" = None) -> str:
+    """A client's endpoint base URL: ``explicit``, else ``$SAGEOX_ENDPOINT``, else the default; no trailing slash."""
+    if explicit is None:
+        explicit = os.environ.get("SAGEOX_ENDPOINT") or DEFAULT_BASE_URL
+    return str(explicit).rstrip("/")
+
+
+def daemon_endpoint() -> str:
+    """Where the daemon sends: ``$SAGEOX_TELEMETRY_ENDPOINT`` or the reference's endpoint."""
+    return os.environ.get("SAGEOX_TELEMETRY_ENDPOINT") or DEFAULT_DAEMON_ENDPOINT
+
+
+def client_id_override() -> str:
+    """``$SAGEOX_CLIENT_ID`` (empty when unset): replaces the stored anonymous client id."""
+    return os.environ.get("SAGEOX_CLIENT_ID", "").strip()
+
+
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def go_duration(text: str) -> "float | None":
+    """Seconds in a Go duration (``90s``, ``1h30m``, ``1.5h``, ``300ms``); None when malformed or negative."""
+    text = text.strip()
+    if text in ("0", "+0"):
+        return 0.0
+    if text.startswith("-"):
+        return None
+    text = text.removeprefix("+")
+    if not text:
+        return None
+    total, pos = 0.0, 0
+    while pos < len(text):
+        start = pos
+        while pos < len(text) and (text[pos].isdigit() or text[pos] == "."):
+            pos += 1
+        number = text[start:pos]
+        unit_start = pos
+        while pos < len(text) and not (text[pos].isdigit() or text[pos] == "."):
+            pos += 1
+        unit = text[unit_start:pos]
+        if not number or number == "." or number.count(".") > 1 or unit not in _GO_UNITS:
+            return None
+        total += float(number) * _GO_UNITS[unit]
+    return total
+
+
+def tuning(variable: str, names: "Iterable[str]") -> "dict[str, float]":
+    """``key=value`` pairs, comma-separated, from ``$variable`` (test knobs); unknown keys and bad numbers ignored."""
+    known = set(names)
+    values: dict[str, float] = {}
+    for item in os.environ.get(variable, "").split(","):
+        key, _, value = (part.strip() for part in item.partition("="))
+        if key in known:
+            try:
+                values[key] = float(value)
+            except ValueError:
+                pass
+    return values
