@@ -40,8 +40,10 @@ class Reply:
 
 def request(port: int, method: str, path: str, body: bytes | None = None,
             headers: dict[str, str] | None = None, timeout: float = 30.0) -> Reply:
-    """A request on a fresh connection to 127.0.0.1:``port``."""
+    """A request on a fresh connection to 127.0.0.1:``port``; a POST's body is JSON unless ``headers`` say."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    if method == "POST":
+        headers = {"Content-Type": "application/json", **(headers or {})}
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()

@@ -4,33 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..wire import FIELDS
 from .body import MAX_BODY
-from .ingest import MAX_EVENT_BYTES, MAX_EVENTS, MAX_KEY
+from .ingest import INT_FIELDS, INT_RANGE, MAX_EVENT_BYTES, MAX_EVENTS, MAX_KEY, MAX_LENGTH, REQUIRED
 
 _TEXT = {"type": "string"}
 _COUNT = {"type": "integer", "minimum": 0}
 _RFC3339 = {"type": "string", "format": "date-time"}
 
-EVENT = {
+# JSON Schema of each wire kind (wire.FIELDS); the limits are ingest's, so the document says what ingest checks.
+_KIND_SCHEMAS: dict[str, dict[str, Any]] = {
+    "s": _TEXT, "i": {"type": "integer"}, "b": {"type": "boolean"}, "t": _RFC3339,
+    "m": {"type": "object", "additionalProperties": _TEXT},
+}
+
+
+def _event_property(name: str, kind: str) -> dict[str, Any]:
+    schema = dict(_KIND_SCHEMAS[kind])
+    if name in REQUIRED:
+        schema["minLength"] = 1
+    if name in MAX_LENGTH:
+        schema["maxLength"] = MAX_LENGTH[name]
+    if name in INT_FIELDS:
+        schema["minimum"], schema["maximum"] = INT_RANGE
+    return schema
+
+
+EVENT: dict[str, Any] = {
     "type": "object",
     "description": f"A client event (CONTRACT.md section 2). At most {MAX_EVENT_BYTES} bytes as JSON; unknown keys "
     "are ignored.",
-    "required": ["type"],
-    "properties": {
-        "type": {"type": "string", "minLength": 1, "examples": ["command_complete"]},
-        "timestamp": _RFC3339,
-        "session_id": _TEXT, "agent_id": _TEXT, "command": _TEXT,
-        "duration_ms": {"type": "integer"},
-        "success": {"type": "boolean"},
-        "error_code": _TEXT,
-        "metadata": {"type": "object", "additionalProperties": _TEXT},
-        "repo_id": _TEXT, "api_endpoint": _TEXT, "path": _TEXT, "agent_type": _TEXT, "model": _TEXT,
-        "oxsid": _TEXT,
-        "prime_call_count": {"type": "integer"},
-        "coworker_name": _TEXT, "coworker_model": _TEXT,
-        "event_id": {"type": "string", "maxLength": MAX_KEY, "description": "Unique id; a repeat is stored once."},
-    },
+    "required": list(REQUIRED),
+    "properties": {name: _event_property(name, kind) for name, kind, _ in FIELDS},
 }
+EVENT["properties"]["type"]["examples"] = ["command_complete"]
+EVENT["properties"]["event_id"]["description"] = "Unique id; a repeat is stored once."
 BATCH = {
     "type": "object",
     "description": "What a CLI posts: events plus where they came from.",
@@ -40,7 +48,7 @@ BATCH = {
         "batch_timestamp": {**_RFC3339, "description": "Send time on the client's clock; corrects its skew."},
     },
 }
-DAEMON_EVENT = {
+DAEMON_EVENT: dict[str, Any] = {
     "type": "object",
     "required": ["event"],
     "properties": {
