@@ -23,6 +23,7 @@ MAX_DECODED = 20 * 1024 * 1024
 BODY_GRACE_S = 10.0
 BODY_FLOOR = 1024
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+_PIECE = 1024 * 1024
 _GZIP_ERROR = cast("type[Exception]", zlib.error)  # the class (zlib-ng's stub types it as an instance)
 
 
@@ -92,8 +93,9 @@ class Gunzip:
             while data:
                 if self._zlib.eof:  # a new gzip member follows the last one
                     self._zlib = zlib.decompressobj(_GZIP_WBITS)
-                # One byte over the limit is enough to know the body is too large.
-                out = self._zlib.decompress(data, self.limit - self.size + 1)
+                # One byte over the limit is enough to know the body is too large. A piece at a time: one large
+                # output is grown by doubling, and held about twice its size while it grows.
+                out = self._zlib.decompress(data, min(_PIECE, self.limit - self.size + 1))
                 self._add(out)
                 data = self._zlib.unused_data if self._zlib.eof else self._zlib.unconsumed_tail
         except _GZIP_ERROR as exc:

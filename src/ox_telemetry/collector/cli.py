@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import logging
 import re
@@ -161,6 +162,7 @@ def main(argv: list[str]) -> int:
         server_header=False, timeout_graceful_shutdown=10,
     ))
     tune_gc()
+    tune_malloc()
     server.run(sockets=[sock])
     return 0
 
@@ -177,6 +179,23 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+
+
+def tune_malloc() -> None:
+    """Large blocks (request bodies, their decoded text) go back to the system when freed (glibc only).
+
+    glibc raises its mmap threshold to the size of each large block freed, up to 32 MiB; after that, 20 MiB bodies
+    came from the heap of each worker thread and stayed resident: 100 MB over a 64 MiB --max-inflight-bytes.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 128 * 1024)  # setting it turns the raising off
+
+
+_M_MMAP_THRESHOLD = -3
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -20,7 +20,7 @@ import orjson
 from msgspec.structs import astuple
 
 from .._time import parse_rfc3339
-from ..wire import FIELDS, Batch, Event
+from ..wire import FIELDS, MAX_TEXT, Batch, Event
 from .errors import RequestError
 from .histogram import duration_bin, duration_bins
 from .storage import Row, WriteJob
@@ -78,12 +78,17 @@ def _fast_field(name: str, kind: str) -> tuple[Any, ...]:
 _FastEvent = msgspec.defstruct("_FastEvent", [_fast_field(name, kind) for name, kind, _ in FIELDS])
 
 
+# A Batch's texts go into every row of its events: 1,000 events times a 10 MB cli_version was 10 GB for the writer.
+# Longer ones are cut to MAX_TEXT characters, as the client library cuts them (the fast path leaves them to the slow).
+_ENVELOPE_TEXT = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
+
+
 class _Envelope(msgspec.Struct):
     """A Batch's fields besides its events."""
 
-    cli_version: str = ""
-    os: str = ""
-    arch: str = ""
+    cli_version: _ENVELOPE_TEXT = ""
+    os: _ENVELOPE_TEXT = ""
+    arch: _ENVELOPE_TEXT = ""
     batch_timestamp: str | None = None
 
     def read(self, received_us: int) -> tuple[tuple[str, str, str], int]:
@@ -100,10 +105,17 @@ class _WholeBatch(_Envelope):
     events: list[_FastEvent] | None = None  # type: ignore[valid-type]
 
 
+class _RawEvents(msgspec.Struct):
+    """A Batch's events as sent, and nothing else: its envelope, which may be as large as the body, is skipped."""
+
+    events: list[msgspec.Raw] | None = None
+
+
 # Fastest first: the whole batch in one call, then each event on its own (to find the bad ones).
 _WHOLE_DECODER = msgspec.json.Decoder(_WholeBatch)
 _BATCH_DECODER = msgspec.json.Decoder(_FastBatch)
 _EVENT_DECODER = msgspec.json.Decoder(_FastEvent)
+_RAW_EVENTS_DECODER = msgspec.json.Decoder(_RawEvents)
 
 
 @dataclass(frozen=True)
@@ -290,7 +302,7 @@ def client_batch_whole(body: bytes, received_us: int) -> Parsed | None:
             return None
         # Sizes as sent (see _fast_client_row): no event is longer than the body; else a second decode finds each.
         if len(body) > MAX_EVENT_BYTES and any(
-                len(memoryview(raw)) > MAX_EVENT_BYTES for raw in _BATCH_DECODER.decode(body).events or ()):
+                len(memoryview(raw)) > MAX_EVENT_BYTES for raw in _RAW_EVENTS_DECODER.decode(body).events or ()):
             return None
         table = _fast_table(events, envelope, skew_us, received_us)
     except (msgspec.DecodeError, ValueError, OverflowError):
@@ -395,7 +407,7 @@ def client_batch_slow(body: bytes, received_us: int) -> Parsed:
     batch_us = _given_time(envelope.timestamp)
     # The client's clock may be off: shift its times by how far its batch time is from ours.
     skew_us = 0 if batch_us is None else received_us - batch_us
-    fields = (envelope.cli_version, envelope.os, envelope.arch)
+    fields = (envelope.cli_version[:MAX_TEXT], envelope.os[:MAX_TEXT], envelope.arch[:MAX_TEXT])
     rows, rejected = _each(events, lambda item: _client_row(item, fields, skew_us, received_us))
     return Parsed(client_rows=rows, rejected=rejected)
 
