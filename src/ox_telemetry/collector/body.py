@@ -162,6 +162,7 @@ class _Deadline:
         self._handle = self.loop.call_at(self.start + self.grace_s + size / BODY_FLOOR, self._expire)
 
     def stop(self) -> None:
+        """The body is read (or refused): nothing is cancelled any more."""
         self._handle.cancel()
 
     def _expire(self) -> None:
