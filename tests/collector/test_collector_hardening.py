@@ -173,6 +173,9 @@ def test_tls(tmp_path: Path) -> None:
     finally:
         proc.stop()
     assert "go together" in _serve("--tls-cert", str(cert)).stderr
+    refused = _serve("--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(key))
+    assert refused.returncode == 2 and "cannot load the TLS certificate" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_behind_a_proxy_the_rate_limit_sees_the_client(tmp_path: Path) -> None:

@@ -97,6 +97,8 @@ def config_from_args(args: argparse.Namespace, loopback: bool = True) -> Config:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None:
+        _check_tls(args.tls_cert, args.tls_key)
     if args.max_inflight_bytes < 1024 * 1024:
         raise ValueError("--max-inflight-bytes must be at least 1 MiB")
     if args.head_timeout <= 0:
@@ -119,6 +121,16 @@ def config_from_args(args: argparse.Namespace, loopback: bool = True) -> Config:
         max_inflight_bytes=args.max_inflight_bytes,
         head_timeout=args.head_timeout,
     )
+
+
+def _check_tls(cert: str, key: str) -> None:
+    # Loaded here for a one-line refusal: uvicorn loads them only once it runs, and fails with a traceback.
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except OSError as exc:  # ssl.SSLError included
+        raise ValueError(f"cannot load the TLS certificate {cert} and key {key}: {exc}") from None
 
 
 def main(argv: list[str]) -> int:
