@@ -432,3 +432,7 @@ def host_arch() -> str:
     if machine.startswith("arm"):
         return "arm"
     return _GO_ARCH.get(machine, machine)
+
+#: The event schema as (field, kind, always written), in wire order: public for the collector, which derives
+#: its validation from it.
+FIELDS = _FIELDS

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -39,9 +40,14 @@ class Reply:
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 30.0) -> Reply:
-    """A request on a fresh connection to 127.0.0.1:``port``."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            headers: dict[str, str] | None = None, timeout: float = 30.0, tls: bool = False) -> Reply:
+    """A request on a fresh connection to 127.0.0.1:``port`` (HTTPS without verification with ``tls``); a POST's
+    body is JSON unless ``headers`` say."""
+    conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout,
+                                        context=ssl._create_unverified_context()) if tls
+            else http.client.HTTPConnection("127.0.0.1", port, timeout=timeout))
+    if method == "POST":
+        headers = {"Content-Type": "application/json", **(headers or {})}
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
@@ -127,7 +133,7 @@ class Process:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> Reply:
-        return request(self.port, method, path, body, headers)
+        return request(self.port, method, path, body, headers, tls=self.url.startswith("https"))
 
     def stop(self) -> None:
         """SIGTERM, as a service manager stops it: a clean shutdown, the writer process included."""
@@ -153,16 +159,19 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def start_process(*args: str, env: dict[str, str] | None = None) -> Process:
-    """``ox-telemetry serve --port 0 ARGS`` in its own process group, once it answers /healthz."""
+def start_process(*args: str, env: dict[str, str] | None = None, command: list[str] | None = None,
+                  cwd: str | None = None) -> Process:
+    """``ox-telemetry serve --port 0 ARGS`` in its own process group, once it answers /healthz (``command`` in
+    place of ``python -m ox_telemetry.cli``)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ox_telemetry.cli", "serve", "--port", "0", "--log-level", "warning", *args],
+        [*(command or [sys.executable, "-m", "ox_telemetry.cli"]), "serve", "--port", "0", "--log-level", "warning",
+         *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **(env or {})}, cwd=cwd,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    found = re.search(r"listening on (http://127\.0\.0\.1:(\d+))", line)
+    found = re.search(r"listening on (https?://127\.0\.0\.1:(\d+))", line)
     if not found:
         rest = line + proc.stdout.read()
         proc.wait(10)

@@ -51,3 +51,38 @@ def test_no_input_makes_a_server_error(serve: Callable[..., Server], mode: str) 
     print(f"\n{mode} input: {calls} requests")
     assert calls >= 40
     assert server.request("GET", "/healthz").status == 200  # and nothing broke the server
+
+
+DEEP = b"[" * 10_000 + b"]" * 10_000
+# Bodies no generator makes: 10,000 levels deep in every place a value goes, and invalid UTF-8 in a string.
+HOSTILE = {
+    "POST /api/v1/telemetry": [
+        b'{"events":[{"type":"x","metadata":{"a":' + DEEP + b"}}]}",
+        b'{"events":[{"type":"x","unknown":' + DEEP + b"}]}",
+        b'{"events":[{"type":"x"}],"unknown":' + DEEP + b"}",
+        b'{"events":[' + DEEP + b"]}",
+        DEEP,
+        b'{"events":[{"type":"command_complete","command":"\xc3\x28"}]}',
+        b'{"events":[{"type":"x"}],"os":"\xc3\x28"}',
+        b'{"events":[{}]}',
+    ],
+    "POST /tevents": [
+        b'{"clientid":"c","events":[{"event":"x","props":' + DEEP + b"}]}",
+        b'{"clientid":"c","events":[' + DEEP + b"]}",
+        b'{"clientid":"c","unknown":' + DEEP + b"}",
+        b'{"clientid":"c","events":[{"event":"\xc3\x28"}]}',
+    ],
+}
+
+
+def test_hostile_bodies_make_no_server_error(serve: Callable[..., Server]) -> None:
+    server = serve()
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    operations = {op.label: op for op in (result.ok() for result in schema.get_all_operations())}
+    for label, bodies in HOSTILE.items():
+        for body in bodies:
+            case = operations[label].Case(body=body, media_type="application/json")
+            response = case.call(base_url=server.url, timeout=30)
+            assert response.status_code < 500 and response.headers["content-type"] == ["application/json"]
+            case.validate_response(response, checks=CHECKS)
+    assert server.request("GET", "/healthz").status == 200

@@ -255,6 +255,7 @@ def test_body_limit_just_under_and_over(shared: Server) -> None:
     # Refused on its declared length, before a byte of it is read.
     conn = http.client.HTTPConnection("127.0.0.1", shared.port, timeout=10)
     conn.putrequest("POST", TELEMETRY)
+    conn.putheader("Content-Type", "application/json")
     conn.putheader("Content-Length", str(MAX_BODY + 1))
     conn.endheaders()
     response = conn.getresponse()

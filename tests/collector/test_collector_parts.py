@@ -15,7 +15,7 @@ import pytest
 from ox_telemetry._time import parse_rfc3339
 from ox_telemetry.collector import ingest
 from ox_telemetry.collector.app import stats_range
-from ox_telemetry.collector.body import read_body
+from ox_telemetry.collector.body import InFlight, read_body
 from ox_telemetry.collector.errors import RequestError
 from ox_telemetry.collector.metrics import Metrics
 from ox_telemetry.collector.ratelimit import TokenBuckets
@@ -77,7 +77,8 @@ async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
 
 def _read(*parts: bytes, length: str | None = None, gzip_body: bool = False, max_body: int = 100,
           max_decoded: int = 1000) -> bytes:
-    return asyncio.run(read_body(_chunks(*parts), length, gzip_body, max_body, max_decoded))
+    return asyncio.run(read_body(_chunks(*parts), length, gzip_body, InFlight(10**9).claim(),
+                               max_body=max_body, max_decoded=max_decoded))
 
 
 def test_body_limits_while_streaming() -> None:

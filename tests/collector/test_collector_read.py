@@ -52,11 +52,15 @@ def test_read_token_guards_page_stats_and_metrics(serve: Callable[..., Server]) 
         assert server.request("GET", path, headers={"Authorization": "Bearer wrong"}).status == 401
         assert server.request("GET", path, headers={"Authorization": "Bearer s3cret"}).status == 200
         assert server.request("GET", path, headers={"Cookie": "ox_read_token=s3cret"}).status == 200
+    # The token in a URL is exchanged for the cookie once, and the page sent on to a URL without it.
     page = server.request("GET", "/?token=s3cret")
-    assert page.status == 200
+    assert page.status == 303 and page.headers["location"] == "/"
     cookie = page.headers["set-cookie"]
     assert cookie.startswith("ox_read_token=s3cret") and "HttpOnly" in cookie and "SameSite=strict" in cookie
-    assert server.request("GET", "/?token=nope").status == 401
+    wrong = server.request("GET", "/?token=nope")
+    assert wrong.status == 303 and "set-cookie" not in wrong.headers
+    for path in ("/api/v1/stats?token=s3cret", "/metrics?token=s3cret"):
+        assert server.request("GET", path).status == 401
     # Writing and health stay open: the token guards reading only.
     assert server.request("GET", "/healthz").status == 200
     assert server.post("/api/v1/telemetry", batch(event())).status == 200

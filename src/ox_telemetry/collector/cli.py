@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import logging
 import re
@@ -32,6 +33,23 @@ def _parser() -> argparse.ArgumentParser:
                    help="file with write keys, one a line ('#' starts a comment)")
     p.add_argument("--read-token", metavar="TOKEN",
                    help="require this token for the dashboard, /api/v1/stats and /metrics")
+    p.add_argument("--public-unauthenticated", action="store_true",
+                   help="allow listening on a non-loopback address without both a write key and a read token")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="accept requests from web pages at this origin, e.g. https://dash.example.com "
+                        "(repeatable; requests with any other Origin header are refused)")
+    p.add_argument("--server-name", action="append", default=[], metavar="NAME",
+                   help="a Host name to answer besides loopback names while listening on loopback (repeatable)")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate chain (PEM)")
+    p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    p.add_argument("--forwarded-allow-ips", metavar="IPS",
+                   help="behind a reverse proxy: comma-separated addresses of the proxies whose "
+                        "X-Forwarded-For / X-Forwarded-Proto are trusted (the rate limit then sees the client)")
+    p.add_argument("--max-inflight-bytes", type=int, default=Config.max_inflight_bytes, metavar="N",
+                   help="request bytes (received and gunzipped) held at once by all requests before new ones get "
+                        "503 (default: %(default)s)")
+    # Seconds for a request head, and a body's grace before its speed floor: for tests.
+    p.add_argument("--head-timeout", type=float, default=Config.head_timeout, help=argparse.SUPPRESS)
     p.add_argument("--rate", type=float, default=Config.address_rate, metavar="N",
                    help="requests a second allowed per client address; 0 for no limit (default: %(default)s)")
     p.add_argument("--burst", type=float, default=Config.address_burst, metavar="N",
@@ -55,8 +73,9 @@ def read_key_file(path: str) -> list[str]:
         return [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The Config the command line asks for; ValueError or OSError when it cannot be built."""
+def config_from_args(args: argparse.Namespace, loopback: bool = True) -> Config:
+    """The Config the command line asks for, listening on a loopback address or not; ValueError or OSError when
+    it cannot be built."""
     from .storage import default_url
 
     keys = list(args.write_key)
@@ -76,6 +95,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
     for name in ("burst", "key_burst"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None:
+        _check_tls(args.tls_cert, args.tls_key)
+    if args.max_inflight_bytes < 1024 * 1024:
+        raise ValueError("--max-inflight-bytes must be at least 1 MiB")
+    if args.head_timeout <= 0:
+        raise ValueError("--head-timeout must be positive")
+    if not loopback and not (keys and args.read_token) and not args.public_unauthenticated:
+        raise ValueError(f"refusing to listen on {args.host}, which is not a loopback address, without both "
+                         "--write-key and --read-token: anyone who can reach it could write events and read "
+                         "them. Set both, or pass --public-unauthenticated to allow it")
     return Config(
         db_url=args.db or default_url(),
         write_keys=frozenset(k.strip() for k in keys),
@@ -84,7 +115,22 @@ def config_from_args(args: argparse.Namespace) -> Config:
         key_rate=args.key_rate, key_burst=args.key_burst,
         max_pending=args.max_pending,
         daemon_interval=args.daemon_interval,
+        allow_origins=frozenset(args.allow_origin),
+        loopback=loopback,
+        server_names=frozenset(args.server_name),
+        max_inflight_bytes=args.max_inflight_bytes,
+        head_timeout=args.head_timeout,
     )
+
+
+def _check_tls(cert: str, key: str) -> None:
+    # Loaded here for a one-line refusal: uvicorn loads them only once it runs, and fails with a traceback.
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except OSError as exc:  # ssl.SSLError included
+        raise ValueError(f"cannot load the TLS certificate {cert} and key {key}: {exc}") from None
 
 
 def main(argv: list[str]) -> int:
@@ -94,33 +140,41 @@ def main(argv: list[str]) -> int:
     try:
         import uvicorn
 
+        from .access import is_loopback
         from .app import Collector, create_app
+        from .protocol import with_head_timeout
         from .storage import StorageError, open_storage
     except ImportError as exc:
         print(f"ox-telemetry serve: {exc.name} is missing; install the collector with "
               "pip install 'ox-telemetry[server]'", file=sys.stderr)
         return 2
     try:
-        config = config_from_args(args)
-        storage = open_storage(config.db_url)
-    except (ValueError, OSError, StorageError) as exc:
-        print(f"ox-telemetry serve: {exc}", file=sys.stderr)
-        return 2
-    try:
         sock = socket.create_server((args.host, args.port), family=_family(args.host), backlog=2048)
     except OSError as exc:
-        storage.close()
         print(f"ox-telemetry serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
-    collector = Collector(config, storage)
     host, port = sock.getsockname()[:2]
+    try:
+        config = config_from_args(args, loopback=is_loopback(host))
+        storage = open_storage(config.db_url)
+    except (ValueError, OSError, StorageError) as exc:
+        sock.close()
+        print(f"ox-telemetry serve: {exc}", file=sys.stderr)
+        return 2
+    collector = Collector(config, storage)
     shown = f"[{host}]" if ":" in host else host
-    print(f"ox-telemetry collector listening on http://{shown}:{port} (store: {storage.describe()})", flush=True)
+    scheme = "https" if args.tls_cert else "http"
+    print(f"ox-telemetry collector listening on {scheme}://{shown}:{port} (store: {storage.describe()})",
+          flush=True)
     server = uvicorn.Server(uvicorn.Config(
         create_app(collector), log_level=args.log_level, access_log=args.access_log,
-        proxy_headers=False, server_header=False, timeout_graceful_shutdown=10,
+        http=with_head_timeout(config.head_timeout), timeout_keep_alive=5,
+        proxy_headers=args.forwarded_allow_ips is not None, forwarded_allow_ips=args.forwarded_allow_ips,
+        ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+        server_header=False, timeout_graceful_shutdown=10,
     ))
     tune_gc()
+    tune_malloc()
     server.run(sockets=[sock])
     return 0
 
@@ -137,6 +191,23 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+
+
+def tune_malloc() -> None:
+    """Large blocks (request bodies, their decoded text) go back to the system when freed (glibc only).
+
+    glibc raises its mmap threshold to the size of each large block freed, up to 32 MiB; after that, 20 MiB bodies
+    came from the heap of each worker thread and stayed resident: 100 MB over a 64 MiB --max-inflight-bytes.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 128 * 1024)  # setting it turns the raising off
+
+
+_M_MMAP_THRESHOLD = -3
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -18,3 +18,8 @@ class Config:
     key_burst: float = 2000.0
     max_pending: int = 200_000  # events queued for the writer before 503
     daemon_interval: str | None = None  # sent to daemons as X-SageOx-Interval
+    allow_origins: frozenset[str] = field(default_factory=frozenset)  # Origin values allowed besides our own
+    loopback: bool = True  # bound to a loopback address: a Host must name loopback or one of server_names
+    server_names: frozenset[str] = field(default_factory=frozenset)
+    max_inflight_bytes: int = 256 * 1024 * 1024  # request bytes held at once, all requests together, before 503
+    head_timeout: float = 10.0  # seconds for a request head; also a body's grace before its speed floor

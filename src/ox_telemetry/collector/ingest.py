@@ -20,7 +20,7 @@ import orjson
 from msgspec.structs import astuple
 
 from .._time import parse_rfc3339
-from ..wire import _ALL_FIELDS, _FIELDS, _INDEX, Batch, Event
+from ..wire import FIELDS, MAX_TEXT, Batch, Event
 from .errors import RequestError
 from .histogram import duration_bin, duration_bins
 from .storage import Row, WriteJob
@@ -42,7 +42,18 @@ _ONE_TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)"
 _TIMES = re.compile(f"(?:{_ONE_TIME}\n)*{_ONE_TIME}", re.ASCII)
 _NUL = b"\\u0000"  # how JSON writes U+0000; PostgreSQL text cannot hold it
 
-# The fast path: msgspec checks every field's type and the limits below in C while it decodes. An event it
+# The event's rules, written once: the field types come from wire.FIELDS (which the client and the daemon's
+# queue read events by, Event.from_dict), and the limits below. The fast path's struct, the slow path's checks
+# and the OpenAPI document are all derived from these.
+FIELD_NAMES = tuple(name for name, _, _ in FIELDS)
+REQUIRED = ("type",)  # present and non-empty
+MAX_LENGTH = {"event_id": MAX_KEY}
+INT_RANGE = (-_INT64, _INT64 - 1)  # every integer field: PostgreSQL's bigint
+INT_FIELDS = tuple(name for name, kind, _ in FIELDS if kind == "i")
+_INDEX = {name: i for i, name in enumerate(FIELD_NAMES)}
+_ALL_FIELDS = attrgetter(*FIELD_NAMES)
+
+# The fast path: msgspec checks every field's type and the limits above in C while it decodes. An event it
 # refuses (or one whose time is in doubt) takes the slow path, which finds and names the problem. Both read
 # the same fields.
 _KINDS: dict[str, tuple[Any, Any]] = {
@@ -50,21 +61,34 @@ _KINDS: dict[str, tuple[Any, Any]] = {
     "m": (dict[str, str] | None, None),
 }
 # Checked as msgspec decodes, where a pass over the column after would cost more.
-_INT64_RANGE = msgspec.Meta(ge=-_INT64, le=_INT64 - 1)
-_LIMITS = {"type": msgspec.Meta(min_length=1), "event_id": msgspec.Meta(max_length=MAX_KEY),
-           "duration_ms": _INT64_RANGE, "prime_call_count": _INT64_RANGE}
-_FastEvent = msgspec.defstruct("_FastEvent", [
-    (name, Annotated[_KINDS[kind][0], _LIMITS[name]] if name in _LIMITS else _KINDS[kind][0], _KINDS[kind][1])
-    for name, kind, _ in _FIELDS
-])
+_LIMITS = {
+    **{name: msgspec.Meta(min_length=1) for name in REQUIRED},
+    **{name: msgspec.Meta(max_length=length) for name, length in MAX_LENGTH.items()},
+    **{name: msgspec.Meta(ge=INT_RANGE[0], le=INT_RANGE[1]) for name in INT_FIELDS},
+}
+
+
+def _fast_field(name: str, kind: str) -> tuple[Any, ...]:
+    kind_type, default = _KINDS[kind]
+    annotated = Annotated[kind_type, _LIMITS[name]] if name in _LIMITS else kind_type
+    # A required field has no default: msgspec checks limits only on values it decodes, never on defaults.
+    return (name, annotated) if name in REQUIRED else (name, annotated, default)
+
+
+_FastEvent = msgspec.defstruct("_FastEvent", [_fast_field(name, kind) for name, kind, _ in FIELDS])
+
+
+# A Batch's texts go into every row of its events: 1,000 events times a 10 MB cli_version was 10 GB for the writer.
+# Longer ones are cut to MAX_TEXT characters, as the client library cuts them (the fast path leaves them to the slow).
+_ENVELOPE_TEXT = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 
 
 class _Envelope(msgspec.Struct):
     """A Batch's fields besides its events."""
 
-    cli_version: str = ""
-    os: str = ""
-    arch: str = ""
+    cli_version: _ENVELOPE_TEXT = ""
+    os: _ENVELOPE_TEXT = ""
+    arch: _ENVELOPE_TEXT = ""
     batch_timestamp: str | None = None
 
     def read(self, received_us: int) -> tuple[tuple[str, str, str], int]:
@@ -81,10 +105,17 @@ class _WholeBatch(_Envelope):
     events: list[_FastEvent] | None = None  # type: ignore[valid-type]
 
 
+class _RawEvents(msgspec.Struct):
+    """A Batch's events as sent, and nothing else: its envelope, which may be as large as the body, is skipped."""
+
+    events: list[msgspec.Raw] | None = None
+
+
 # Fastest first: the whole batch in one call, then each event on its own (to find the bad ones).
 _WHOLE_DECODER = msgspec.json.Decoder(_WholeBatch)
 _BATCH_DECODER = msgspec.json.Decoder(_FastBatch)
 _EVENT_DECODER = msgspec.json.Decoder(_FastEvent)
+_RAW_EVENTS_DECODER = msgspec.json.Decoder(_RawEvents)
 
 
 @dataclass(frozen=True)
@@ -180,7 +211,7 @@ def _check_key(value: str, name: str) -> str | None:
 
 
 def _check_int(value: int, name: str) -> int:
-    if not -_INT64 <= value < _INT64:
+    if not INT_RANGE[0] <= value <= INT_RANGE[1]:
         raise _Reject("invalid_event", f"field {name!r} is out of the 64-bit integer range")
     return value
 
@@ -241,9 +272,16 @@ def _fast_micros(stamps: Sequence[str | None]) -> list[int | None]:
     return [None if s is None else next(values) for s in stamps]
 
 
+#: Deeper JSON than the decoders' recursion limit (about 1,000 levels; an event nests 2) refuses the whole body.
+TOO_DEEP = RequestError(400, "too_deep", "body is nested too deeply (events nest 2 levels; the limit is about 1,000)")
+
+
 def client_batch(body: bytes, received_us: int) -> Parsed:
     """Validate a Batch body (``POST /api/v1/telemetry``) into event rows."""
-    return _client_batch_whole(body, received_us) or _client_batch_each(body, received_us)
+    try:
+        return client_batch_whole(body, received_us) or client_batch_each(body, received_us)
+    except RecursionError:  # msgspec's own limit, met before Python's stack runs out
+        raise TOO_DEEP from None
 
 
 def _may_hold_nul(body: bytes) -> bool:
@@ -251,8 +289,9 @@ def _may_hold_nul(body: bytes) -> bool:
     return b"\\" in body and _NUL in body
 
 
-def _client_batch_whole(body: bytes, received_us: int) -> Parsed | None:
-    """A body whose events are all good, the usual case, in one decode; None at the first doubt."""
+def client_batch_whole(body: bytes, received_us: int) -> Parsed | None:
+    """A body whose events are all good, the usual case, in one decode; None at the first doubt (then
+    ``client_batch_each`` reads it)."""
     if _may_hold_nul(body):
         return None
     try:
@@ -263,7 +302,7 @@ def _client_batch_whole(body: bytes, received_us: int) -> Parsed | None:
             return None
         # Sizes as sent (see _fast_client_row): no event is longer than the body; else a second decode finds each.
         if len(body) > MAX_EVENT_BYTES and any(
-                len(memoryview(raw)) > MAX_EVENT_BYTES for raw in _BATCH_DECODER.decode(body).events or ()):
+                len(memoryview(raw)) > MAX_EVENT_BYTES for raw in _RAW_EVENTS_DECODER.decode(body).events or ()):
             return None
         table = _fast_table(events, envelope, skew_us, received_us)
     except (msgspec.DecodeError, ValueError, OverflowError):
@@ -271,22 +310,31 @@ def _client_batch_whole(body: bytes, received_us: int) -> Parsed | None:
     return Parsed(client_rows=rows_of(table), client_table=table)
 
 
-def _client_batch_each(body: bytes, received_us: int) -> Parsed:
+def client_batch_each(body: bytes, received_us: int) -> Parsed:
+    """A body read an event at a time: the fast decoder for each, the slow path where it doubts."""
     try:
         fast = _BATCH_DECODER.decode(body)
         events = fast.events or []
         envelope, skew_us = fast.read(received_us)
     except (msgspec.DecodeError, ValueError, OverflowError):
-        return _client_batch_slow(body, received_us)
+        return client_batch_slow(body, received_us)
     maybe_nul = _may_hold_nul(body)  # rare, and then each event is checked on the slow path
 
     def make(raw: msgspec.Raw) -> Row:
         # Where the fast path doubts, the slow path names the problem (or, rarely, accepts the event).
         fast_row = None if maybe_nul else _fast_client_row(raw, envelope, skew_us, received_us)
-        return fast_row or _client_row(orjson.loads(bytes(raw)), envelope, skew_us, received_us)
+        return fast_row or _client_row(_load_event(raw), envelope, skew_us, received_us)
 
     rows, rejected = _each(_check_count(events), make)
     return Parsed(client_rows=rows, rejected=rejected)
+
+
+def _load_event(raw: msgspec.Raw) -> Any:
+    # msgspec skips over an event it reads as Raw without checking its text, so it may not be JSON (invalid UTF-8).
+    try:
+        return orjson.loads(bytes(raw))
+    except orjson.JSONDecodeError as exc:
+        raise _Reject("invalid_event", f"event is not valid JSON: {exc}") from None
 
 
 def _fast_client_row(raw: msgspec.Raw, envelope: tuple[str, str, str], skew_us: int, received_us: int) -> Row | None:
@@ -305,8 +353,8 @@ _TIMESTAMP = _INDEX["timestamp"]
 
 def _fields(events: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Events' fields a column at a time, in wire order (as ``astuple`` of the fast path's struct and
-    ``wire._ALL_FIELDS`` of an Event give them)."""
-    return columns(events, len(_FIELDS))
+    ``_ALL_FIELDS`` of an Event give them)."""
+    return columns(events, len(FIELD_NAMES))
 
 
 def _fast_table(events: Sequence[Any], envelope: tuple[str, str, str], skew_us: int, received_us: int,
@@ -342,7 +390,8 @@ def _bins(kinds: Sequence[str], durations: Sequence[int]) -> list[int | None]:
     return [duration_bin(d) if d > 0 and k in COMMAND_TYPES else None for k, d in zip(kinds, durations, strict=True)]
 
 
-def _client_batch_slow(body: bytes, received_us: int) -> Parsed:
+def client_batch_slow(body: bytes, received_us: int) -> Parsed:
+    """A body read with the JSON parser and ``wire.Event.from_dict``: the reference the fast paths agree with."""
     data = _load_object(body, "a Batch")
     events = _event_list(data)
     stamp = data.get("batch_timestamp")
@@ -358,7 +407,7 @@ def _client_batch_slow(body: bytes, received_us: int) -> Parsed:
     batch_us = _given_time(envelope.timestamp)
     # The client's clock may be off: shift its times by how far its batch time is from ours.
     skew_us = 0 if batch_us is None else received_us - batch_us
-    fields = (envelope.cli_version, envelope.os, envelope.arch)
+    fields = (envelope.cli_version[:MAX_TEXT], envelope.os[:MAX_TEXT], envelope.arch[:MAX_TEXT])
     rows, rejected = _each(events, lambda item: _client_row(item, fields, skew_us, received_us))
     return Parsed(client_rows=rows, rejected=rejected)
 
@@ -372,15 +421,24 @@ def _client_row(item: Any, envelope: tuple[str, str, str], skew_us: int, receive
         if "field" not in reason and "event must" not in reason:
             reason = f"field 'timestamp': {reason}"  # the one error from_dict does not name a field in
         raise _Reject("invalid_event", reason) from None
-    _check_key(event.event_id, "event_id")
-    _check_int(event.duration_ms, "duration_ms")
-    _check_int(event.prime_call_count, "prime_call_count")
+    for name, length in MAX_LENGTH.items():
+        if len(getattr(event, name)) > length:
+            raise _Reject("invalid_event", f"field {name!r} is longer than {length} characters")
+    for name in INT_FIELDS:
+        _check_int(getattr(event, name), name)
     return rows_of(_table(_fields([_ALL_FIELDS(event)]), [_given_time(event.timestamp)], envelope, skew_us,
                           received_us))[0]
 
 
 def daemon_upload(body: bytes, received_us: int) -> Parsed:
     """Validate a daemon upload (``POST /tevents``) into daemon event rows."""
+    try:
+        return _daemon_upload(body, received_us)
+    except RecursionError:
+        raise TOO_DEEP from None
+
+
+def _daemon_upload(body: bytes, received_us: int) -> Parsed:
     data = _load_object(body, "a daemon upload")
     client_id = data.get("clientid")
     if not isinstance(client_id, str) or not client_id:

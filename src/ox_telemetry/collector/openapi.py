@@ -4,43 +4,52 @@ from __future__ import annotations
 
 from typing import Any
 
-from .body import MAX_BODY
-from .ingest import MAX_EVENT_BYTES, MAX_EVENTS, MAX_KEY
+from ..wire import FIELDS, MAX_TEXT
+from .body import BODY_FLOOR, BODY_GRACE_S, MAX_BODY
+from .ingest import INT_FIELDS, INT_RANGE, MAX_EVENT_BYTES, MAX_EVENTS, MAX_KEY, MAX_LENGTH, REQUIRED
 
 _TEXT = {"type": "string"}
 _COUNT = {"type": "integer", "minimum": 0}
 _RFC3339 = {"type": "string", "format": "date-time"}
 
-EVENT = {
+# JSON Schema of each wire kind (wire.FIELDS); the limits are ingest's, so the document says what ingest checks.
+_KIND_SCHEMAS: dict[str, dict[str, Any]] = {
+    "s": _TEXT, "i": {"type": "integer"}, "b": {"type": "boolean"}, "t": _RFC3339,
+    "m": {"type": "object", "additionalProperties": _TEXT},
+}
+
+
+def _event_property(name: str, kind: str) -> dict[str, Any]:
+    schema = dict(_KIND_SCHEMAS[kind])
+    if name in REQUIRED:
+        schema["minLength"] = 1
+    if name in MAX_LENGTH:
+        schema["maxLength"] = MAX_LENGTH[name]
+    if name in INT_FIELDS:
+        schema["minimum"], schema["maximum"] = INT_RANGE
+    return schema
+
+
+EVENT: dict[str, Any] = {
     "type": "object",
     "description": f"A client event (CONTRACT.md section 2). At most {MAX_EVENT_BYTES} bytes as JSON; unknown keys "
     "are ignored.",
-    "required": ["type"],
-    "properties": {
-        "type": {"type": "string", "minLength": 1, "examples": ["command_complete"]},
-        "timestamp": _RFC3339,
-        "session_id": _TEXT, "agent_id": _TEXT, "command": _TEXT,
-        "duration_ms": {"type": "integer"},
-        "success": {"type": "boolean"},
-        "error_code": _TEXT,
-        "metadata": {"type": "object", "additionalProperties": _TEXT},
-        "repo_id": _TEXT, "api_endpoint": _TEXT, "path": _TEXT, "agent_type": _TEXT, "model": _TEXT,
-        "oxsid": _TEXT,
-        "prime_call_count": {"type": "integer"},
-        "coworker_name": _TEXT, "coworker_model": _TEXT,
-        "event_id": {"type": "string", "maxLength": MAX_KEY, "description": "Unique id; a repeat is stored once."},
-    },
+    "required": list(REQUIRED),
+    "properties": {name: _event_property(name, kind) for name, kind, _ in FIELDS},
 }
+EVENT["properties"]["type"]["examples"] = ["command_complete"]
+EVENT["properties"]["event_id"]["description"] = "Unique id; a repeat is stored once."
 BATCH = {
     "type": "object",
     "description": "What a CLI posts: events plus where they came from.",
     "properties": {
         "events": {"type": "array", "items": EVENT, "maxItems": MAX_EVENTS},
-        "cli_version": _TEXT, "os": _TEXT, "arch": _TEXT,
+        **{name: {**_TEXT, "description": f"Stored cut to {MAX_TEXT} characters."}
+           for name in ("cli_version", "os", "arch")},
         "batch_timestamp": {**_RFC3339, "description": "Send time on the client's clock; corrects its skew."},
     },
 }
-DAEMON_EVENT = {
+DAEMON_EVENT: dict[str, Any] = {
     "type": "object",
     "required": ["event"],
     "properties": {
@@ -91,6 +100,12 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 
 _RETRY = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}}
 _ERR = {"$ref": "#/components/schemas/Error"}
+# Any request, before it reaches its endpoint (access.BrowserGuard).
+_GUARD = {
+    "403": _json(_ERR, "The request carries an Origin header that is neither the collector's own nor allowed "
+                       "(--allow-origin)."),
+    "421": _json(_ERR, "Bound to loopback, and the Host header names neither loopback nor a --server-name."),
+}
 
 
 def _ingest(summary: str, body: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -110,13 +125,19 @@ def _ingest(summary: str, body: str, extra: dict[str, Any] | None = None) -> dic
             "responses": {
                 "200": _json({"$ref": "#/components/schemas/IngestResult"},
                              "Committed. Events that failed validation are listed in `rejected`.", ok_headers),
-                "400": _json(_ERR, "The body is not a readable message (the error names the problem)."),
+                "400": _json(_ERR, "The body is not a readable message (the error names the problem), or it nests "
+                                   "deeper than about 1,000 levels."),
                 "401": _json(_ERR, "Write keys are configured and none was given, or it is unknown."),
+                "408": _json(_ERR, f"The body arrived slower than {BODY_FLOOR} bytes a second (after a grace of "
+                                   f"{BODY_GRACE_S:.0f} s)."),
                 "413": _json(_ERR, f"Body over {MAX_BODY} bytes, over 20 MiB gunzipped, or over "
                                    f"{MAX_EVENTS} events."),
-                "415": _json(_ERR, "Unsupported Content-Encoding."),
+                "415": _json(_ERR, "A Content-Type other than application/json, or a Content-Encoding other "
+                                   "than gzip or identity."),
                 "429": _json(_ERR, "Rate limited, per write key or per address.", _RETRY),
-                "503": _json(_ERR, "Overloaded or the store is unavailable.", _RETRY),
+                "503": _json(_ERR, "Overloaded, too many request bytes in flight, or the store is unavailable.",
+                             _RETRY),
+                **_GUARD,
             },
         }
     }
@@ -129,12 +150,23 @@ def _read(summary: str, content: dict[str, Any], parameters: list[dict[str, Any]
         "responses": {
             "200": {"description": "OK", "content": content},
             "401": _json(_ERR, "A read token is configured and none was given, or it is wrong."),
+            **_GUARD,
         },
     }
     if parameters:
         op["parameters"] = parameters
         op["responses"]["400"] = _json(_ERR, "A query parameter is invalid.")
     return {"get": op}
+
+
+def _page() -> dict[str, Any]:
+    page = _read("The dashboard page.", {"text/html": {"schema": {"type": "string"}}},
+                 [{"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
+                   "description": "The read token, exchanged once for the cookie: the answer is 303 to `/`, with "
+                                  "the cookie set only when the token is right."}])
+    page["get"]["responses"]["303"] = {"description": "The token left the URL; the cookie is set if it was right."}
+    del page["get"]["responses"]["400"]
+    return page
 
 
 _TIME_PARAM = {"type": "string", "description": "RFC 3339 time or Unix milliseconds."}
@@ -145,8 +177,9 @@ DOCUMENT: dict[str, Any] = {
         "title": "ox-telemetry collector",
         "version": "1",
         "description": "Receives CLI and daemon telemetry, stores it, and serves a dashboard. Write keys go in "
-        "`Authorization: Bearer <key>` or `X-Ox-Write-Key`; the read token in `Authorization: Bearer <token>`, "
-        "the `token` query parameter or the `ox_read_token` cookie.",
+        "`Authorization: Bearer <key>` or `X-Ox-Write-Key`; the read token in `Authorization: Bearer <token>` or "
+        "the `ox_read_token` cookie, which `GET /?token=` sets once. Ingest takes `Content-Type: "
+        "application/json` only.",
     },
     "paths": {
         "/api/v1/telemetry": _ingest("Ingest a client Batch (plain or gzip JSON).", "Batch"),
@@ -159,12 +192,13 @@ DOCUMENT: dict[str, Any] = {
             "responses": {
                 "200": _json({"type": "object"}, "Serving."),
                 "503": _json(_ERR, "The writer or the store is down."),
+                **_GUARD,
             },
         }},
         "/metrics": _read("Prometheus metrics.", {"text/plain": {"schema": {"type": "string"}}}),
         "/openapi.json": {"get": {
             "summary": "This document.",
-            "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+            "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_GUARD},
         }},
         "/api/v1/stats": _read(
             "Dashboard data for a time range (default: the last 24 hours).",
@@ -174,7 +208,7 @@ DOCUMENT: dict[str, Any] = {
                 {"name": "to", "in": "query", "required": False, "schema": _TIME_PARAM},
             ],
         ),
-        "/": _read("The dashboard page.", {"text/html": {"schema": {"type": "string"}}}),
+        "/": _page(),
     },
     "components": {
         "schemas": {

@@ -64,7 +64,8 @@ class SQLiteStorage(Storage):
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
         parent = os.path.dirname(self.path)
-        os.makedirs(parent, mode=0o700, exist_ok=True)
+        if not os.path.isdir(parent):  # a mistyped path is refused, not created
+            raise StorageError(f"cannot open SQLite database {self.path}: the directory {parent} does not exist")
         try:
             self._writer = self._connect()
             self._writer.execute("PRAGMA journal_mode=WAL")
