@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from . import _jsonlite, _log, paths
+from . import _jsonlite, _log, files, paths
 from .queue import JsonlQueue, Sender
 
 TYPE_CHECKING = False
@@ -35,11 +35,10 @@ _LOCK_FD = 3  # where the uploader finds its inherited send lock
 def backoff_until(queue: JsonlQueue) -> float:
     """Unix time before which no new delivery run of ``queue`` should start (0 when none)."""
     try:
-        with open(paths.upload_state_path(queue.path), "rb") as f:
-            value = _jsonlite.loads(f.read(64 * 1024)).get("next_attempt", 0)
+        value = _jsonlite.loads(files.read(paths.upload_state_path(queue.path), 64 * 1024)).get("next_attempt", 0)
         return float(value)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0.0
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError, OverflowError):
+        return 0.0  # garbage is no backoff
 
 
 def ready(queue: JsonlQueue, force: bool) -> bool:
