@@ -349,3 +349,17 @@ def test_disable_deletes_what_it_can_and_names_what_it_could_not(project: Path, 
     assert not Path(spool.path).exists()
     assert (outside / "telemetry.jsonl").read_text() == "not ours to delete\n"
     assert str(project / ".sageox" / "cache") in {r["path"] for r in result["not_removed"]}
+
+
+_CONFIG_FIFO = """
+import sys
+from ox_telemetry import Client
+print(Client("s", project_root=sys.argv[1], base_url="http://127.0.0.1:9").is_enabled())
+"""
+
+
+def test_a_fifo_project_config_never_hangs_the_client(project: Path) -> None:
+    (project / ".sageox" / "config.json").unlink()
+    os.mkfifo(project / ".sageox" / "config.json")
+    out = _run(_CONFIG_FIFO, str(project), timeout=20)
+    assert (out.returncode, out.stdout.strip()) == (0, "True"), out.stderr
