@@ -242,8 +242,8 @@ class JsonlQueue:
         fd = self._lock.fileno()
         try:
             count = int(os.pread(fd, 32, 0) or b"0") + 1
-        except ValueError:  # not ours to make sense of: start again (the content changes all the same)
-            count = 0
+        except ValueError:  # garbage counts as 0; the content changes all the same, which is what writers look at
+            count = 1
         os.ftruncate(fd, 0)
         os.pwrite(fd, b"%d" % count, 0)
         self._close_fd()
