@@ -363,3 +363,59 @@ def test_a_fifo_project_config_never_hangs_the_client(project: Path) -> None:
     os.mkfifo(project / ".sageox" / "config.json")
     out = _run(_CONFIG_FIFO, str(project), timeout=20)
     assert (out.returncode, out.stdout.strip()) == (0, "True"), out.stderr
+
+
+@pytest.mark.parametrize("kind", ["hard link", "another user's"])
+def test_a_queue_file_that_is_not_ours_is_not_written(project: Path, home: Path, tmp_path: Path, kind: str) -> None:
+    if kind == "another user's" and (not hasattr(os, "geteuid") or os.geteuid() != 0):
+        pytest.skip("giving a file to another user needs root")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    _cache(project).mkdir()
+    queue_file = _cache(project) / "telemetry.jsonl"
+    if kind == "hard link":
+        os.link(outside, queue_file)
+    else:
+        queue_file.write_text("")
+        os.chown(queue_file, 65534, 65534)
+    client = Client("s", project_root=str(project), base_url="http://127.0.0.1:9")
+    client.track(Event("kept"))
+    client.stop()
+    assert outside.read_text() == "precious\n" and queue_file.read_text() in ("precious\n", "")
+    assert "kept" in _spooled(home)
+    why = {r["path"]: r["why"] for r in commands.status(str(project))["refused"]}[str(queue_file)]
+    assert why == ("hard link" if kind == "hard link" else "owned by uid 65534")
+
+
+def _plant(path: str, outside: Path) -> None:
+    """A link where the old code put its temporary file (``<path>.tmp<pid>``)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.symlink(outside, f"{path}.tmp{os.getpid()}")
+
+
+@pytest.mark.parametrize("writer", ["upload state", "rate limit", "user config", "queue trim"])
+def test_temporary_files_are_never_written_through_a_planted_link(
+    project: Path, home: Path, tmp_path: Path, writer: str
+) -> None:
+    from ox_telemetry import ratelimit
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    if writer == "upload state":
+        queue = FileQueue(str(project))
+        queue.append(Event("x"))
+        state = UploadState.load(queue)
+        _plant(state.path, outside)
+        state.save()
+    elif writer == "rate limit":
+        _plant(paths.ratelimit_path(), outside)
+        ratelimit.allow()
+    elif writer == "user config":
+        _plant(paths.user_config_file(), outside)
+        commands.set_enabled(False)
+    else:
+        small = JsonlQueue(str(tmp_path / "q" / "q.jsonl"), max_bytes=400)
+        _plant(small.path, outside)
+        for i in range(10):
+            small.append(Event("x", command=str(i)))
+    assert outside.read_text() == "precious\n"
