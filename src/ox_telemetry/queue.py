@@ -187,8 +187,8 @@ class JsonlQueue:
 
     def _append(self, data: bytes) -> int:
         # Every call of every event goes through here: kept to the syscalls it needs
-        # (lock, read the generation, write, learn the size, unlock).
-        # (lock, read the generation, write, learn the size, unlock). The lock notices a fork by itself.
+        # (lock, read the generation, write, learn the size, unlock). The lock notices a fork by itself,
+        # the descriptor by the pid files.py keeps current (no getpid() per event).
         lock = self._lock
         lock_fd = lock.fileno()
         lock.mutex.acquire()

@@ -349,6 +349,10 @@ def test_disable_deletes_what_it_can_and_names_what_it_could_not(project: Path, 
     assert not Path(spool.path).exists()
     assert (outside / "telemetry.jsonl").read_text() == "not ours to delete\n"
     assert str(project / ".sageox" / "cache") in {r["path"] for r in result["not_removed"]}
+    out = subprocess.run([sys.executable, "-m", "ox_telemetry.cli", "disable", "--project", str(project)],
+                         capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert out.returncode == 1 and f"not done: {project / '.sageox' / 'cache'}: symbolic link" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 _CONFIG_FIFO = """
