@@ -407,7 +407,7 @@ class Client:
 
     def _kick_all(self, force: bool) -> None:
         queue = self._file_queue()
-        if queue is not None:
+        if queue is not None and queue.usable():  # a linked .sageox is handed to no sender, not even the daemon
             self._kick(queue, force)
         spool = self._user_spool()
         if os.path.exists(spool.path) or os.path.exists(spool.sending_path):

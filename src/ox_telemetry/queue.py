@@ -134,6 +134,14 @@ class JsonlQueue:
         if first is not None:
             raise first
 
+    def usable(self) -> bool:
+        """Whether the queue's directories exist and are ours (checked once, without creating anything)."""
+        try:
+            self._check_dirs(create=False)
+        except OSError:
+            return False
+        return True
+
     def _check_dirs(self, create: bool) -> None:
         # Once per queue: a cloned repository's directories are what they were when cloned, and ours
         # below them cannot be changed by another user. FileNotFoundError when missing and not ``create``.

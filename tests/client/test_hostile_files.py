@@ -423,3 +423,22 @@ def test_temporary_files_are_never_written_through_a_planted_link(
         for i in range(10):
             small.append(Event("x", command=str(i)))
     assert outside.read_text() == "precious\n"
+
+
+def test_a_linked_project_queue_is_never_handed_to_the_daemon(
+    project: Path, tmp_path: Path, stand_in_daemon: list[object]
+) -> None:
+    outside = tmp_path / "other-project-sageox"
+    (outside / "cache").mkdir(parents=True)
+    (outside / "README.md").write_text("")
+    (outside / "cache" / "telemetry.jsonl").write_text(
+        "".join(Event("x", command=str(i)).to_json() + "\n" for i in range(20)))
+    for name in os.listdir(project / ".sageox"):
+        (project / ".sageox" / name).unlink()
+    (project / ".sageox").rmdir()
+    (project / ".sageox").symlink_to(outside)
+    client = Client("s", project_root=str(project), base_url="http://127.0.0.1:9")
+    client.start()
+    client.flush()
+    client.stop()
+    assert [m for m in stand_in_daemon if isinstance(m, dict) and m.get("type") == "flush_queue"] == []
