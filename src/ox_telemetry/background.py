@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from . import _jsonlite, _log, budget, paths
+from . import _jsonlite, _log, budget, files, paths
 from .queue import JsonlQueue, Sender
 
 TYPE_CHECKING = False
@@ -63,11 +63,10 @@ def isolated_env(extra: "dict[str, str] | None" = None) -> "dict[str, str]":
 def backoff_until(queue: JsonlQueue) -> float:
     """Unix time before which no new delivery run of ``queue`` should start (0 when none)."""
     try:
-        with open(paths.upload_state_path(queue.path), "rb") as f:
-            value = _jsonlite.loads(f.read(64 * 1024)).get("next_attempt", 0)
+        value = _jsonlite.loads(files.read(paths.upload_state_path(queue.path), 64 * 1024)).get("next_attempt", 0)
         return float(value)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0.0
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError, OverflowError):
+        return 0.0  # garbage is no backoff
 
 
 def ready(queue: JsonlQueue, force: bool) -> bool:

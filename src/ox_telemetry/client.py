@@ -85,6 +85,7 @@ class Client:
         self._line_end = version_suffix(self.version)  # every queued line carries this CLI's version
         self._transport = transport
         self._lock = _thread.allocate_lock()
+        self._pid = os.getpid()  # a forked child notices it runs in another process; see _own_lock
         self._memory: list[bytes] = []
         self._stats: Stats | None = None
         self._stopped = False
@@ -106,6 +107,10 @@ class Client:
             self._debug = self._decision.enabled and os.environ.get(
                 "OX_TELEMETRY_DEBUG", ""
             ).lower() in ("1", "true", "yes", "on")
+            if self._decision.enabled and not self._debug:
+                # Imported now, not by the first track(): a fork while another thread imports
+                # the queue module would leave the child waiting on that import's lock for ever.
+                self._file_queue()
         except Exception as exc:
             from .consent import Decision
 
@@ -140,8 +145,21 @@ class Client:
 
     def get_stats(self) -> "Stats":
         """A copy of this session's command statistics."""
-        with self._lock:
+        with self._own_lock():
             return self._stats_obj().copy()
+
+    def _own_lock(self) -> "_thread.LockType":
+        """The lock of this client's state, made anew in a forked child.
+
+        In a child, another thread of the parent may hold the old lock for
+        ever, and the events in memory are the parent's to spill.
+        """
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._lock = _thread.allocate_lock()
+            self._memory = []
+            self._sender = None
+        return self._lock
 
     def _stats_obj(self) -> "Stats":
         if self._stats is None:
@@ -153,7 +171,7 @@ class Client:
     def _count_command(self, command: str, seconds: float, success: bool) -> None:
         """Add one command run to the session stats (the integrations record their own events)."""
         if self._decision.enabled:
-            with self._lock:
+            with self._own_lock():
                 self._stats_obj().record_command(command, seconds, success)
 
     def _file_queue(self) -> "FileQueue | None":
@@ -187,7 +205,7 @@ class Client:
         if not self._decision.enabled:
             return
         try:
-            with self._lock:
+            with self._own_lock():
                 self._stopped = True
             if not self._debug:
                 self._spill()
@@ -217,9 +235,9 @@ class Client:
             if line is None:
                 return
             queue = self._queue or self._file_queue()
-            if queue is not None and queue._writable():
+            if queue is not None and queue.writable():
                 try:
-                    queue._write(line + b"\n")
+                    queue.write(line + b"\n")
                     return
                 except OSError as exc:  # read-only project, full disk: keep it in memory
                     _log.debug("project queue refused an event: %r", exc)
@@ -368,7 +386,7 @@ class Client:
             pass
 
     def _remember(self, line: bytes) -> None:
-        with self._lock:
+        with self._own_lock():
             stopped = self._stopped
             if not stopped:
                 self._memory.append(line)
@@ -378,19 +396,19 @@ class Client:
             self._user_spool().append_line(line)
 
     def _spill(self) -> None:
-        with self._lock:
+        with self._own_lock():
             lines, self._memory = self._memory, []
         if lines:
             try:
                 self._user_spool().append_lines(lines)
             except OSError as exc:
                 _log.debug("could not spill %d events to the spool: %r", len(lines), exc)
-                with self._lock:
+                with self._own_lock():
                     self._memory[:0] = lines[-MEMORY_QUEUE_SIZE:]
 
     def _kick_all(self, force: bool) -> None:
         queue = self._file_queue()
-        if queue is not None:
+        if queue is not None and queue.usable():  # a linked .sageox is handed to no sender, not even the daemon
             self._kick(queue, force)
         spool = self._user_spool()
         if os.path.exists(spool.path) or os.path.exists(spool.sending_path):

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import consent, ipc, paths
+from . import consent, files, ipc, paths
 from .ci import detect as detect_ci
 from .client import TELEMETRY_PATH, resolve_base_url
 from .queue import FileQueue, JsonlQueue
@@ -87,7 +87,29 @@ def _queues(root: str | None, base_url: str) -> list[tuple[str, JsonlQueue]]:
     return found
 
 
+def _refusal(path: str, exc: OSError) -> dict[str, str]:
+    """``{"path", "why"}`` for a file we would not or could not touch."""
+    if isinstance(exc, files.UnsafeFile):
+        return {"path": exc.path, "why": exc.why}
+    return {"path": path, "why": exc.strerror or exc.__class__.__name__}
+
+
 # -- status -----------------------------------------------------------------------
+
+
+def _refused(queues: list[JsonlQueue]) -> list[dict[str, str]]:
+    """Every file refused in this process (by the client, or by looking at ``queues`` and the user's files now)."""
+    for queue in queues:
+        try:
+            queue.check()
+        except OSError:
+            pass  # refusals land in files.refused; a missing directory is no refusal
+    for path in (paths.client_id_path(), paths.ratelimit_path()):
+        try:
+            files.check_file(path)
+        except OSError:
+            pass
+    return [{"path": path, "why": why} for path, why in sorted(files.refused.items())]
 
 
 def _upload_state(queue: JsonlQueue) -> dict[str, Any]:
@@ -109,13 +131,17 @@ def status(project_root: str | os.PathLike[str] | None = None, base_url: str | N
     ``enabled`` and ``rule`` (``DO_NOT_TRACK``, ``SAGEOX_TELEMETRY``, ``user
     config``, ``project config`` or ``default``), ``endpoint``, the project
     queue's path and count, the spool's path and count, whether the daemon
-    runs, and the last successful send and last error of those queues.
+    runs, the last successful send and last error of those queues, and
+    ``refused``: each file that is not ours where one of ours should be (a
+    link, a FIFO, another user's file...) and why, which is skipped, never used.
     """
     root = _root(project_root)
     endpoint = _endpoint(base_url)
     decision = _decision(root)
     queues = []
-    for kind, queue in _queues(root, endpoint):
+    found = _queues(root, endpoint)
+    refused = _refused([queue for _, queue in found])
+    for kind, queue in found:
         queues.append({"kind": kind, "path": queue.path, "count": _count(queue), **_upload_state(queue)})
     successes = sorted(q["last_success"] for q in queues if q["last_success"])
     errors = [q["last_error"] for q in queues if q["last_error"] and q["failures"]]
@@ -137,6 +163,7 @@ def status(project_root: str | os.PathLike[str] | None = None, base_url: str | N
         "last_success": successes[-1] if successes else None,
         "last_error": errors[0] if errors else None,
         "queues": queues,
+        "refused": refused,
     }
 
 
@@ -160,6 +187,8 @@ def _format_status(info: dict[str, Any]) -> str:
         lines.append(f"ci:           {info['ci']}")
     lines.append(f"last send:    {info['last_success'] or 'never'}")
     lines.append(f"last error:   {info['last_error'] or 'none'}")
+    for item in info["refused"]:
+        lines.append(f"refused:      {item['path']} ({item['why']})")
     return "\n".join(lines)
 
 
@@ -202,14 +231,13 @@ def set_enabled(enabled: bool, path: str | None = None) -> str:
             lines[-1] += "\n"
         lines.append(f"{_KEY} {value}\n")
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write("".join(lines))
     try:
-        os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        mode = os.stat(path).st_mode & 0o777
     except OSError:
-        pass  # a new file keeps the umask's mode
-    os.replace(tmp, path)
+        mode = None  # a new file: 0600
+    files.write_atomic(path, "".join(lines).encode("utf-8"))
+    if mode is not None:
+        os.chmod(path, mode)
     return path
 
 
@@ -218,19 +246,41 @@ def enable() -> str:
     return set_enabled(True)
 
 
-def _remove(path: str, removed: list[str]) -> None:
-    try:
-        os.unlink(path)
-        removed.append(path)
-    except FileNotFoundError:
-        pass
+class _Deletions:
+    """What :func:`disable` deleted, and what it could not delete and why."""
 
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+        self.failed: list[dict[str, str]] = []
 
-def _drop_queue(queue: JsonlQueue, removed: list[str]) -> None:
-    had = [p for p in (queue.path, queue.sending_path) if os.path.exists(p)]
-    queue.truncate()  # under the queue's lock, so a concurrent append is not torn
-    removed.extend(had)
-    _remove(paths.upload_state_path(queue.path), removed)
+    def remove(self, path: str) -> None:
+        try:
+            if files.remove(path):  # a link itself, never its target
+                self.removed.append(path)
+        except OSError as exc:
+            self.failed.append(_refusal(path, exc))
+
+    def drop_queue(self, queue: JsonlQueue) -> None:
+        had = [p for p in (queue.path, queue.sending_path) if os.path.lexists(p)]
+        try:
+            queue.truncate()  # under the queue's lock, so a concurrent append is not torn
+        except OSError as exc:  # a directory that is not ours: nothing deleted through it
+            self.failed.append(_refusal(queue.path, exc))
+            return
+        self.removed.extend(had)
+        self.remove(paths.upload_state_path(queue.path))
+
+    def empty_dir(self, directory: str) -> None:
+        try:
+            files.check_dir(directory)
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self.failed.append(_refusal(directory, exc))
+            return
+        for name in names:
+            self.remove(os.path.join(directory, name))
 
 
 def disable(project_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -240,27 +290,48 @@ def disable(project_root: str | os.PathLike[str] | None = None) -> dict[str, Any
     meanwhile), then deletes every user spool, the current project's queue,
     the client id and the failure-report rate limit, and the daemon's spool
     when no daemon is running. A running daemon is left alone: stopping it
-    would make it send what it holds.
+    would make it send what it holds. Every deletion that can be done is
+    done; ``not_removed`` names the others and why (never a link followed).
     """
-    config = set_enabled(False)
-    removed: list[str] = []
-    for queue in _all_spools():
-        _drop_queue(queue, removed)
+    done = _Deletions()
+    config: str | None = None
+    try:
+        config = set_enabled(False)
+    except OSError as exc:
+        done.failed.append(_refusal(_config_path(), exc))
+    try:
+        spools = _all_spools()
+    except OSError as exc:
+        spools = []
+        done.failed.append(_refusal("~", exc))
+    for queue in spools:
+        done.drop_queue(queue)
     root = _root(project_root)
     if root:
-        _drop_queue(FileQueue(root), removed)
-    for path in (paths.client_id_path(), paths.ratelimit_path()):
-        _remove(path, removed)
+        done.drop_queue(FileQueue(root))
+    try:
+        user_files = [paths.client_id_path(), paths.ratelimit_path()]
+    except OSError as exc:
+        user_files = []
+        done.failed.append(_refusal("~", exc))
+    for path in user_files:
+        done.remove(path)
     running = daemon_running()
     if not running:
-        spool_dir = paths.daemon_spool_dir()
         try:
-            names = os.listdir(spool_dir)
+            spool_dir = paths.daemon_spool_dir()
         except OSError:
-            names = []
-        for name in names:
-            _remove(os.path.join(spool_dir, name), removed)
-    return {"config": config, "removed": removed, "daemon_running": running}
+            pass  # no home: no daemon spool either
+        else:
+            done.empty_dir(spool_dir)
+    return {"config": config, "removed": done.removed, "not_removed": done.failed, "daemon_running": running}
+
+
+def _config_path() -> str:
+    try:
+        return paths.user_config_file()
+    except OSError:
+        return ""
 
 
 # -- show -------------------------------------------------------------------------
@@ -277,7 +348,7 @@ def show(project_root: str | os.PathLike[str] | None = None, base_url: str | Non
     out = []
     for kind, queue in _queues(_root(project_root), _endpoint(base_url)):
         try:
-            data = queue._snapshot() if _exists(queue) else b""  # the raw lines: they go out as written
+            data = queue.snapshot() if _exists(queue) else b""  # the raw lines: they go out as written
         except OSError:
             data = b""
         lines = (wire_line(raw) for raw in data.splitlines())
@@ -425,15 +496,19 @@ def disable_main(argv: Sequence[str], prog: str = "ox-telemetry disable") -> int
     args = _parser(prog, "Turn telemetry off and delete what is queued locally. Sends nothing.",
                    endpoint=False, as_json=True).parse_args(list(argv))
     result = disable(args.project)
+    code = 1 if result["not_removed"] or not result["config"] else 0
     if args.json:
         _print_json(result)
-        return 0
-    print(f"telemetry disabled in {result['config']}")
+        return code
+    if result["config"]:
+        print(f"telemetry disabled in {result['config']}")
     for path in result["removed"]:
         print(f"deleted {path}")
+    for item in result["not_removed"]:
+        print(f"not done: {item['path']}: {item['why']}", file=sys.stderr)
     if result["daemon_running"]:
         print("note: the delivery daemon is running; its spool was left to it")
-    return 0
+    return code
 
 
 def show_main(argv: Sequence[str], prog: str = "ox-telemetry show") -> int:

@@ -71,10 +71,11 @@ def read_user_setting(path: str | None = None) -> bool | None:
 
 def read_project_config(project_root: str) -> "dict[str, Any]":
     """``<project_root>/.sageox/config.json`` as a dict; empty when missing or unreadable."""
+    from . import files  # the repository's file: a FIFO there must not hang the CLI, a link is not followed
+
     try:
-        with open(os.path.join(project_root, ".sageox", "config.json"), "rb") as f:
-            data = _jsonlite.loads(f.read(1024 * 1024))
-    except (OSError, ValueError):
+        data = _jsonlite.loads(files.read(os.path.join(project_root, ".sageox", "config.json"), 1024 * 1024))
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

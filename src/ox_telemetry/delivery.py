@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 
-from . import _jsonlite, paths, retry
+from . import _jsonlite, files, paths, retry
 from ._time import now
 from .budget import RequestBudget
 from .queue import JsonlQueue, Sender
@@ -69,8 +69,12 @@ class Policy:
         return policy
 
 
+#: A state file is a few hundred bytes; anything larger is not ours.
+STATE_MAX_BYTES = 64 * 1024
+
+
 class UploadState:
-    """What one run leaves for the next, in ``<queue>.state.json``."""
+    """What one run leaves for the next, in ``<queue>.state.json`` (garbage there reads as no state)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -84,15 +88,16 @@ class UploadState:
     def load(cls, queue: JsonlQueue) -> UploadState:
         state = cls(paths.upload_state_path(queue.path))
         try:
-            with open(state.path, encoding="utf-8") as f:
-                data = json.load(f)
-            state.failures = int(data.get("failures", 0))
-            state.next_attempt = float(data.get("next_attempt", 0))
-            state.last_error = str(data.get("last_error", ""))
-            state.last_success = str(data.get("last_success", ""))
-            state.plain = [str(u) for u in data.get("plain", [])]
-        except (OSError, ValueError, TypeError, AttributeError):
-            pass
+            data = json.loads(files.read(state.path, STATE_MAX_BYTES))
+            failures = int(data.get("failures", 0))
+            next_attempt = float(data.get("next_attempt", 0))
+            last_error = str(data.get("last_error", ""))
+            last_success = str(data.get("last_success", ""))
+            plain = [str(u) for u in data.get("plain", [])]
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError, OverflowError):
+            return state  # all or nothing: half a garbage file is still garbage
+        state.failures, state.next_attempt, state.last_error = failures, next_attempt, last_error
+        state.last_success, state.plain = last_success, plain
         return state
 
     def save(self) -> None:
@@ -100,11 +105,8 @@ class UploadState:
             "failures": self.failures, "next_attempt": self.next_attempt,
             "last_error": self.last_error, "last_success": self.last_success, "plain": self.plain,
         }
-        tmp = f"{self.path}.tmp{os.getpid()}"
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-            os.replace(tmp, self.path)
+            files.write_atomic(self.path, json.dumps(data).encode("utf-8"), sync=False)
         except OSError as exc:
             log.debug("could not save upload state: %s", exc)
 

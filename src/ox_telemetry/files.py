@@ -27,16 +27,33 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 #: Paths refused in this process, for ``status`` to name (bounded: a hostile tree cannot grow it for ever).
 refused: "dict[str, str]" = {}
 _MAX_REFUSED = 64
+#: This process's id, kept current by a fork hook: objects holding locks or descriptors compare it
+#: with the pid they were made in to notice they are in a child, without a system call each time.
+pid = os.getpid()
+
+
+def _after_fork() -> None:
+    global pid
+    pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 class UnsafeFile(OSError):
     """A path where a regular file or directory of ours should be holds something else."""
 
+    path = ""  # what was refused
+    why = ""  # why, as ``status`` names it
+
 
 def _refuse(path: str, why: str) -> UnsafeFile:
     if len(refused) < _MAX_REFUSED:
         refused[path] = why
-    return UnsafeFile(f"{path}: {why}")
+    exc = UnsafeFile(f"{path}: {why}")
+    exc.path, exc.why = path, why
+    return exc
 
 
 def _uid() -> int:
@@ -76,6 +93,15 @@ def open_regular(path: str, flags: int, mode: int = 0o600) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def check_file(path: str) -> None:
+    """Raise :class:`UnsafeFile` unless ``path`` is missing or a regular file of ours (looked at, never opened)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    _check(path, st)
 
 
 def read(path: str, limit: int, *, tail: bool = False) -> bytes:
@@ -160,9 +186,24 @@ def check_dirs_below(root: str, path: str) -> None:
 
 
 def make_dirs(root: str, path: str, private: bool = False) -> None:
-    """Create ``path`` (mode 0700) below the trusted ``root`` and check every directory on the way."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    check_dirs_below(root, path)
+    """Create ``path`` (mode 0700) below the trusted ``root`` and check every directory on the way.
+
+    Each directory is checked before the next is made in it, so nothing is
+    created through a link; ``root`` itself is made as asked when missing.
+    """
+    root = os.path.abspath(root)
+    relative = os.path.relpath(os.path.abspath(path), root)
+    if relative.startswith(os.pardir):
+        raise _refuse(path, f"outside {root}")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    current = root
+    for part in () if relative == os.curdir else relative.split(os.sep):
+        current = os.path.join(current, part)
+        try:
+            os.mkdir(current, 0o700)
+        except FileExistsError:
+            pass  # made before, or a link: checked next either way
+        check_dir(current)
     if private:
         check_dir(path, private=True)
 
@@ -180,25 +221,25 @@ class FileLock:
 
         self.path = path
         self._fd = -1
-        self._pid = os.getpid()
+        self._pid = pid
         self.mutex = _thread.allocate_lock()
 
     def _forked(self) -> None:
         # A child: the parent's mutex may be held for ever and its descriptor holds the parent's lock.
         import _thread
 
-        self._pid = os.getpid()
+        self._pid = pid
         self.mutex = _thread.allocate_lock()
-        if self._fd >= 0:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
             try:
-                os.close(self._fd)  # the parent still holds its own copy: its lock stays
+                os.close(fd)  # the parent still holds its own copy: its lock stays
             except OSError:
                 pass
-            self._fd = -1
 
     def fileno(self) -> int:
         """The lock file's descriptor, opened on first use (raises :class:`UnsafeFile` for a link or FIFO)."""
-        if self._pid != os.getpid():
+        if self._pid != pid:
             self._forked()
         if self._fd < 0:
             self._fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)
@@ -208,7 +249,7 @@ class FileLock:
         """Take the lock; False when ``blocking`` is False and another holds it."""
         from fcntl import LOCK_EX, LOCK_NB, flock
 
-        if self._pid != os.getpid():
+        if self._pid != pid:
             self._forked()
         if not self.mutex.acquire(blocking):
             return False
@@ -240,9 +281,9 @@ class FileLock:
 
     def close(self) -> None:
         """Close the descriptor (which unlocks it unless a child process inherited it)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        fd, self._fd = self._fd, -1  # forgotten first: a fork in between leaves the child none to close twice
+        if fd >= 0:
+            os.close(fd)
 
     def adopt(self, fd: int) -> None:
         """Take over ``fd``, already locked (inherited from the process that locked it)."""

@@ -2,14 +2,33 @@
 
 Every function reads the environment when called, so a test (or a host that
 changes ``HOME``) sees the current answer. Nothing here creates a directory.
+
+Without a home (no absolute ``$HOME`` and no passwd entry) the user's
+directories raise :class:`NoHome`, an ``OSError``: every caller already treats
+that as "could not", so the client keeps its events in memory and writes
+nothing, least of all a ``./~`` in the working directory.
 """
 
 import os
 import sys
 
 
+class NoHome(OSError):
+    """The user has no home directory to keep files in."""
+
+
 def _home() -> str:
-    return os.environ.get("HOME") or os.path.expanduser("~")
+    home = os.environ.get("HOME", "")
+    if not os.path.isabs(home):  # unset, empty or relative: the working directory is nobody's home
+        try:
+            import pwd
+
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except (ImportError, KeyError, OSError):
+            home = ""
+    if not os.path.isabs(home):
+        raise NoHome("no home directory ($HOME unset and no passwd entry)")
+    return home
 
 
 def _xdg() -> bool:
@@ -17,7 +36,10 @@ def _xdg() -> bool:
 
 
 def _xdg_dir(var: str, default: str) -> str:
-    return os.path.join(os.environ.get(var) or os.path.join(_home(), default), "sageox")
+    base = os.environ.get(var, "")
+    if not os.path.isabs(base):  # the XDG spec: a relative value is ignored
+        base = os.path.join(_home(), default)
+    return os.path.join(base, "sageox")
 
 
 def user_config_dir() -> str:

@@ -20,13 +20,18 @@ A writer keeps ``Q`` open between appends (an open costs more than the rest of
 an append); the counter in ``Q.lock`` tells it, for the price of one ``pread``,
 that ``Q`` was replaced and must be opened again. Nothing here deletes a lock
 file: a process holding the old one would no longer exclude the others.
+
+Every file goes through :mod:`ox_telemetry.files`: a link, FIFO, device or
+another user's file where one of ours should be is refused, never followed;
+the queue's directories are checked once, when the queue is first used. Reads
+are bounded by the queue's bound: a larger file is read as its newest whole lines.
 """
 
 import os
 import time
-from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
+from fcntl import LOCK_EX, LOCK_UN, flock
 
-from . import _jsonlite, _time, paths
+from . import _jsonlite, _log, _time, files, paths
 from .wire import Event, new_event_id
 
 TYPE_CHECKING = False
@@ -41,16 +46,18 @@ _TRIM_TO = 0.75
 FLUSH_COUNT = 10
 FLUSH_AGE_SECONDS = 3600.0
 
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT | _CLOEXEC
+_O_APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT
 
 
-def _read(path: str) -> bytes:
+def _read(path: str, limit: int) -> bytes:
+    """The newest whole lines of ``path`` that fit in ``limit`` bytes; b"" when it is missing or refused."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return b""
+        data = files.read(path, limit + 1, tail=True)
+    except files.UnsafeFile:
+        return b""  # named by ``status``; a hostile file is skipped, never fatal
+    if len(data) > limit:
+        data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
+    return data
 
 
 def _parse_lines(data: bytes) -> "list[Event]":
@@ -71,21 +78,6 @@ def _age_seconds(stamp: object) -> float:
         return FLUSH_AGE_SECONDS  # no readable time: old enough to send
 
 
-def _write_atomic(path: str, data: bytes, sync: bool = True) -> None:
-    """Replace ``path`` with ``data`` (mode 0600) through a temporary file; ``sync``: fsync it first."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def _drop_oldest(data: bytes, keep_bytes: int) -> bytes:
     """The newest whole lines of ``data`` that fit in ``keep_bytes``."""
     if len(data) <= keep_bytes:
@@ -94,80 +86,71 @@ def _drop_oldest(data: bytes, keep_bytes: int) -> bytes:
     return data[cut + 1 :] if cut >= 0 else b""
 
 
-class _FileLock:
-    """An exclusive ``flock`` on a small file, also exclusive between threads."""
-
-    def __init__(self, path: str) -> None:
-        import _thread
-
-        self.path = path
-        self._fd = -1
-        self._mutex = _thread.allocate_lock()
-
-    def fileno(self) -> int:
-        if self._fd < 0:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o600)
-        return self._fd
-
-    def acquire(self, blocking: bool = True) -> bool:
-        if not self._mutex.acquire(blocking):
-            return False
-        try:
-            flock(self.fileno(), LOCK_EX if blocking else LOCK_EX | LOCK_NB)
-        except BlockingIOError:
-            self._mutex.release()
-            return False
-        except BaseException:
-            self._mutex.release()
-            raise
-        return True
-
-    def release(self) -> None:
-        try:
-            flock(self._fd, LOCK_UN)
-        finally:
-            self._mutex.release()
-
-    def __enter__(self) -> "_FileLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def adopt(self, fd: int) -> None:
-        """Take over ``fd``, already locked (inherited from the process that locked it)."""
-        self._mutex.acquire()
-        self._fd = fd
-
-
 class JsonlQueue:
     """A bounded, multi-process JSONL event queue at ``path``.
 
     The building block of :class:`FileQueue` (a project's queue) and of the
     per-user spool; also used by the uploader and the delivery daemon.
+    ``root``: the directory trusted as it is (default: the parent of the
+    queue's directory); every directory below it is checked on first use.
     """
 
-    def __init__(self, path: str, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, path: str, max_bytes: int = MAX_BYTES, root: "str | None" = None) -> None:
         self._path = path
         self.max_bytes = max_bytes
         self.sending_path = path + ".sending"
-        self._lock = _FileLock(path + ".lock")
+        directory = os.path.dirname(os.path.abspath(path))
+        self._directory = directory
+        self._root = root if root is not None else os.path.dirname(directory)
+        self._dirs_ok = False
+        self._lock = files.FileLock(path + ".lock")
         self._fd = -1  # ``Q`` kept open for appends
         self._generation = b""  # the lock file's counter when ``_fd`` was opened
+        self._pid = files.pid  # the process ``_fd`` belongs to
 
     @property
     def path(self) -> str:
         """The queue file."""
         return self._path
 
-    def _writable(self) -> bool:
+    def writable(self) -> bool:
+        """Whether appends are written (a project queue: once the project is initialised and its directories ours)."""
         return True
+
+    def check(self) -> None:
+        """Raise :class:`~ox_telemetry.files.UnsafeFile` for the first of this queue's files that is not ours.
+
+        Looks without opening or creating anything (``ox-telemetry status``);
+        every refusal, not only the first, is left in :data:`ox_telemetry.files.refused`.
+        """
+        self._check_dirs(create=False)
+        first: files.UnsafeFile | None = None
+        for path in (self._path, self.sending_path, self._path + ".lock", self._path + ".send.lock",
+                     paths.upload_state_path(self._path)):
+            try:
+                files.check_file(path)
+            except files.UnsafeFile as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def usable(self) -> bool:
+        """Whether the queue's directories exist and are ours (checked once, without creating anything)."""
+        try:
+            self._check_dirs(create=False)
+        except OSError:
+            return False
+        return True
+
+    def _check_dirs(self, create: bool) -> None:
+        # Once per queue: a cloned repository's directories are what they were when cloned, and ours
+        # below them cannot be changed by another user. FileNotFoundError when missing and not ``create``.
+        if not self._dirs_ok:
+            if create:
+                files.make_dirs(self._root, self._directory)
+            else:
+                files.check_dirs_below(self._root, self._directory)
+            self._dirs_ok = True
 
     def append(self, event: Event) -> None:
         """Append one event (stamping ``timestamp`` if None). Raises OSError when the disk refuses.
@@ -175,7 +158,7 @@ class JsonlQueue:
         An event without an ``event_id`` is written with a new one (the event
         itself keeps none, so appending it twice records two events).
         """
-        if not self._writable():
+        if not self.writable():
             return
         if event.timestamp is None:
             event.timestamp = _time.now()
@@ -184,50 +167,68 @@ class JsonlQueue:
 
     def append_line(self, line: bytes) -> None:
         """Append one already-encoded event (without its newline)."""
-        if self._writable():
-            self._write(line + b"\n")
+        if self.writable():
+            self.write(line + b"\n")
 
     def append_lines(self, lines: "list[bytes]") -> int:
         """Append encoded events (without newlines) in one write; returns how many old lines the bound dropped."""
-        if not lines or not self._writable():
+        if not lines or not self.writable():
             return 0
-        return self._write(b"\n".join(lines) + b"\n")
+        return self.write(b"\n".join(lines) + b"\n")
 
-    def _write(self, data: bytes) -> int:
+    def write(self, data: bytes) -> int:
+        """Append encoded events, each ending in a newline, in one write; returns how many old lines were dropped.
+
+        Raises OSError (:class:`~ox_telemetry.files.UnsafeFile` for a file
+        that is not ours) when the event could not be written; once written,
+        it stays written (a failed trim leaves the queue over its bound until
+        the next append), so a caller never keeps it elsewhere too.
+        """
+        if not self._dirs_ok:
+            self._check_dirs(create=True)
         try:
             return self._append(data)
-        except FileNotFoundError:  # first event of this queue: make its directory
-            os.makedirs(os.path.dirname(self._path) or ".", mode=0o700, exist_ok=True)
+        except FileNotFoundError:  # the directory went away: make it again
+            self._dirs_ok = False
+            self._check_dirs(create=True)
             return self._append(data)
 
     def _append(self, data: bytes) -> int:
         # Every call of every event goes through here: kept to the syscalls it needs
-        # (lock, read the generation, write, learn the size, unlock).
+        # (lock, read the generation, write, learn the size, unlock). The lock notices a fork by itself,
+        # the descriptor by the pid files.py keeps current (no getpid() per event).
         lock = self._lock
         lock_fd = lock.fileno()
-        lock._mutex.acquire()
+        lock.mutex.acquire()
         try:
             flock(lock_fd, LOCK_EX)
             try:
                 generation = os.pread(lock_fd, 32, 0)
                 fd = self._fd
-                if fd < 0 or generation != self._generation:
+                if fd < 0 or generation != self._generation or self._pid != files.pid:
                     fd = self._reopen(generation)
                 written = os.write(fd, data)
                 size = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: the end of the file, our line included
                 if written != len(data):  # disk full: take the fragment back
                     os.ftruncate(fd, size - written)
                     raise OSError(28, "short write to telemetry queue")
-                return self._trim() if size > self.max_bytes else 0
+                if size <= self.max_bytes:
+                    return 0
+                try:
+                    return self._trim()
+                except OSError:  # full disk: our line is written, the bound waits for the next append
+                    return 0
             finally:
                 flock(lock_fd, LOCK_UN)
         finally:
-            lock._mutex.release()
+            lock.mutex.release()
 
     def _reopen(self, generation: bytes) -> int:
-        # Caller holds the lock; ``Q`` was replaced (or never opened) since the last append.
+        # Caller holds the lock; ``Q`` was replaced (or never opened) since the last append, or this
+        # is a forked child, whose inherited descriptor is the parent's to use.
         self._close_fd()
-        fd = os.open(self._path, _O_APPEND, 0o600)
+        self._pid = files.pid
+        fd = files.open_regular(self._path, _O_APPEND)
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             os.write(fd, b"\n")  # a line torn by a crash stays apart from ours
@@ -235,35 +236,52 @@ class JsonlQueue:
         return fd
 
     def _close_fd(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        # Forgotten before it is closed: a fork in between leaves the child no descriptor number to
+        # close twice (which could be another file's by then).
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def _replaced(self) -> None:
         # Caller holds the lock and has just replaced or removed ``Q``: tell every writer.
         fd = self._lock.fileno()
-        count = int(os.pread(fd, 32, 0) or b"0") + 1
+        try:
+            count = int(os.pread(fd, 32, 0) or b"0") + 1
+        except ValueError:  # garbage counts as 0; the content changes all the same, which is what writers look at
+            count = 1
+        os.ftruncate(fd, 0)
         os.pwrite(fd, b"%d" % count, 0)
         self._close_fd()
 
     def _trim(self) -> int:
         # Caller holds the lock. Keep the newest events; never drop all of them.
-        data = _read(self._path)
+        data = _read(self._path, self.max_bytes)
         kept = _drop_oldest(data, int(self.max_bytes * _TRIM_TO))
         if not kept:  # one append larger than the bound: keep that, whatever it costs
             kept = data[data.rfind(b"\n", 0, len(data) - 1) + 1 :]
-        _write_atomic(self._path, kept)
+        files.write_atomic(self._path, kept)
         self._replaced()
         return data.count(b"\n") - kept.count(b"\n")
 
-    def _snapshot(self) -> bytes:
+    def snapshot(self) -> bytes:
+        """The raw lines not yet delivered (``Q.sending``'s, then ``Q``'s), each file read within the bound.
+
+        Raises OSError (FileNotFoundError when the queue's directory is missing).
+        """
+        self._check_dirs(create=False)
         with self._lock:
-            return _read(self.sending_path) + _read(self._path)
+            sending = _read(self.sending_path, self.max_bytes)
+            if sending and not sending.endswith(b"\n"):
+                sending += b"\n"
+            return sending + _read(self._path, self.max_bytes)
 
     def read_all(self) -> "list[Event]":
         """Every event not yet delivered (including any being sent), oldest first."""
         try:
-            return _parse_lines(self._snapshot())
+            return _parse_lines(self.snapshot())
         except OSError:
             return []
 
@@ -274,7 +292,7 @@ class JsonlQueue:
     def should_flush(self) -> bool:
         """True when at least 10 events wait, or the oldest has waited an hour."""
         try:
-            data = self._snapshot()
+            data = self.snapshot()
         except OSError:
             return False
         found = 0
@@ -294,14 +312,26 @@ class JsonlQueue:
         return found > 0 and _age_seconds(oldest) >= FLUSH_AGE_SECONDS
 
     def truncate(self) -> None:
-        """Drop every queued event, including any claimed by a sender."""
-        with self._lock:
-            for path in (self._path, self.sending_path):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-            self._replaced()
+        """Drop every queued event, including any claimed by a sender.
+
+        Raises :class:`~ox_telemetry.files.UnsafeFile` (deleting nothing) when
+        the queue's directory is not ours; a lock file that is not ours is
+        skipped (none of ours can hold it) and the events deleted all the same.
+        """
+        try:
+            self._check_dirs(create=False)
+        except FileNotFoundError:
+            return
+        try:
+            with self._lock:
+                self._remove_files()
+                self._replaced()
+        except files.UnsafeFile:
+            self._remove_files()
+
+    def _remove_files(self) -> None:
+        for path in (self._path, self.sending_path):
+            files.remove(path)
 
     def sender(self, inherited_fd: "int | None" = None) -> "Sender | None":
         """Become this queue's one sender; None when another sender is at work.
@@ -309,11 +339,12 @@ class JsonlQueue:
         ``inherited_fd``: the send lock, already held, passed down by the
         process that started this one (see :meth:`Sender.detach`).
         """
-        lock = _FileLock(self._path + ".send.lock")
+        lock = files.FileLock(self._path + ".send.lock")
         if inherited_fd is not None:
             lock.adopt(inherited_fd)
             return Sender(self, lock)
         try:
+            self._check_dirs(create=False)
             if lock.acquire(blocking=False):
                 return Sender(self, lock)
         except OSError:
@@ -333,30 +364,29 @@ class JsonlQueue:
 
     # Used by Sender, which holds the send lock.
     def _claim(self) -> bytes:
+        # A ``Q.sending`` that is not ours reads as empty and is replaced by a file of ours (never written
+        # through); ``Q.sending`` larger than the bound is read as its newest lines, the same ones each time.
         with self._lock:
-            pending = _read(self._path)
+            pending = _read(self._path, self.max_bytes)
             if pending:
-                if os.path.exists(self.sending_path):
-                    merged = _read(self.sending_path)
+                if os.path.lexists(self.sending_path):
+                    merged = _read(self.sending_path, self.max_bytes)
                     if merged and not merged.endswith(b"\n"):
                         merged += b"\n"
-                    _write_atomic(self.sending_path, _drop_oldest(merged + pending, self.max_bytes))
+                    files.write_atomic(self.sending_path, _drop_oldest(merged + pending, self.max_bytes))
                     os.unlink(self._path)
                 else:
                     os.replace(self._path, self.sending_path)
                 self._replaced()
-            return _read(self.sending_path)
+            return _read(self.sending_path, self.max_bytes)
 
     def _release(self, delivered: int) -> None:
         with self._lock:
-            rest = _read(self.sending_path)[delivered:]
+            rest = _read(self.sending_path, self.max_bytes)[delivered:]
             if rest.strip():
-                _write_atomic(self.sending_path, rest)
+                files.write_atomic(self.sending_path, rest)
             else:
-                try:
-                    os.unlink(self.sending_path)
-                except FileNotFoundError:
-                    pass
+                files.remove(self.sending_path)
 
     def close(self) -> None:
         """Close the files this object keeps open (it stays usable)."""
@@ -371,7 +401,7 @@ class Sender:
     released stay queued in ``Q.sending`` and are sent by the next sender.
     """
 
-    def __init__(self, queue: JsonlQueue, lock: _FileLock) -> None:
+    def __init__(self, queue: JsonlQueue, lock: files.FileLock) -> None:
         self.queue = queue
         self._lock = lock
         self._offset = 0
@@ -410,8 +440,7 @@ class Sender:
 
     def detach(self) -> None:
         """Forget the send lock without unlocking it: a child process that inherited it holds it now."""
-        self._lock.close()
-        self._lock._mutex.release()
+        self._lock.detach()
 
     def __enter__(self) -> "Sender":
         return self
@@ -433,18 +462,31 @@ class FileQueue(JsonlQueue):
         if not project_root:
             raise ValueError("project_root must not be empty")
         self.project_root = os.fspath(project_root)
-        self._initialised = False
-        super().__init__(paths.project_queue_path(self.project_root))
+        self._ready = False
+        self._refused = False
+        super().__init__(paths.project_queue_path(self.project_root), root=self.project_root)
 
-    def _writable(self) -> bool:
-        if not self._initialised:
-            self._initialised = is_initialised(self.project_root)
-        return self._initialised
+    def writable(self) -> bool:
+        if not self._ready:
+            if self._refused or not is_initialised(self.project_root):
+                return False
+            try:
+                self._check_dirs(create=True)
+            except OSError as exc:  # a linked .sageox/cache, a read-only project: events go elsewhere
+                self._refused = True
+                _log.debug("project queue not used: %r", exc)
+                return False
+            self._ready = True
+        return True
 
 
 def is_initialised(project_root: str) -> bool:
-    """Whether ``project_root`` has an initialised ``.sageox`` directory."""
-    sageox = os.path.join(project_root, ".sageox")
+    """Whether ``project_root`` has an initialised ``.sageox`` directory (a real one: a link is refused)."""
+    sageox = paths.project_sageox_dir(project_root)
+    try:
+        files.check_dir(sageox)
+    except OSError:
+        return False
     if os.path.isfile(os.path.join(sageox, "README.md")):
         return True
     try:

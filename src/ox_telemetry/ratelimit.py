@@ -8,7 +8,7 @@ so the limit holds across CLI runs.
 
 import os
 
-from . import _jsonlite, _time, paths
+from . import _jsonlite, _time, files, paths
 
 MAX_LEVEL = 5
 BASE_SECONDS = 60.0
@@ -16,14 +16,13 @@ BASE_SECONDS = 60.0
 
 def _load(path: str) -> tuple[float | None, int, int]:
     try:
-        with open(path, "rb") as f:
-            data = _jsonlite.loads(f.read(64 * 1024))
+        data = _jsonlite.loads(files.read(path, 64 * 1024))
         last = _time.parse_rfc3339(data["last_sent"]).timestamp()
         level = int(data.get("backoff_level", 0))
         ceiling = int(data.get("max_backoff", 0))
         return last, max(0, min(level, MAX_LEVEL)), ceiling
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None, 0, 0
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError):
+        return None, 0, 0  # garbage reads as no report sent yet
 
 
 def allow(now: float | None = None, path: str | None = None) -> bool:
@@ -40,19 +39,10 @@ def allow(now: float | None = None, path: str | None = None) -> bool:
          "max_backoff": ceiling}
     )
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode("ascii"))
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    files.write_atomic(path, text.encode("ascii"), sync=False)
     return True
 
 
 def reset(path: str | None = None) -> None:
     """Forget the backoff: the next report is allowed."""
-    try:
-        os.unlink(path or paths.ratelimit_path())
-    except FileNotFoundError:
-        pass
+    files.remove(path or paths.ratelimit_path())

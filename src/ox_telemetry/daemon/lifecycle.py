@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from .. import background, files, ipc, paths
-from ..queue import _FileLock
+from ..files import FileLock
 
 
 class LifecycleError(Exception):
@@ -53,12 +53,12 @@ class PidFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._lock: _FileLock | None = None
+        self._lock: FileLock | None = None
 
     def acquire(self) -> None:
         """Lock and write our pid; raises AlreadyRunning when a live daemon holds it (a stale one is replaced)."""
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        lock = _FileLock(self.path)
+        lock = FileLock(self.path)
         if not lock.acquire(blocking=False):
             lock.close()
             raise AlreadyRunning(read_pid(self.path), f"pid file {self.path}")

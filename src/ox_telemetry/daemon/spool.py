@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..queue import _CLOEXEC, _write_atomic
+from ..files import CLOEXEC, write_atomic
 
 _SUFFIX = ".jsonl"
 
@@ -140,7 +140,7 @@ class Spool:
 
     def _open_fd(self, number: int) -> None:
         self.close()
-        self._fd = os.open(self._path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600)
+        self._fd = os.open(self._path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT | CLOEXEC, 0o600)
 
     def _drop_oldest(self) -> None:
         # Never the newest segment (being written) nor the one under a batch in flight.
@@ -208,7 +208,7 @@ class Spool:
 
     def _save_cursor(self) -> None:
         # No fsync: a cursor lost to a power cut only sends a batch again (see the module docstring).
-        _write_atomic(os.path.join(self.directory, "cursor"), b"%d %d\n" % self._cursor, sync=False)
+        write_atomic(os.path.join(self.directory, "cursor"), b"%d %d\n" % self._cursor, sync=False)
 
     # -- misc ----------------------------------------------------------------
 

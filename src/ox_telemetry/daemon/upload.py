@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from .. import __version__, _jsonlite, _time, consent, paths, retry
 from .._jsonlite import MAX_DEPTH
-from ..queue import _write_atomic
+from ..files import write_atomic
 from ..scrub import scrub_value
 from ..transport import Transport, header, post_json
 from .settings import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Settings
@@ -86,7 +86,7 @@ def client_id() -> str:
     value = str(uuid.uuid4())
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        _write_atomic(path, (value + "\n").encode("ascii"))
+        write_atomic(path, (value + "\n").encode("ascii"))
     except OSError as exc:  # still usable for this run
         log.warning("could not save the client id to %s: %s", path, exc)
     return value
