@@ -184,9 +184,7 @@ def tune_gc() -> None:
     collection waits for 10,000 new objects instead of 700.
 
     A request allocates thousands of objects and frees nearly all of them once parsed. Under load the default
-    still collected about 90 times a second, freed nothing, and walked every loaded module each hundredth
-    time: 3% of the server's CPU with 32 senders (``bench/collector_ingest.py``), and many times that while
-    requests held their rows as they waited for a commit.
+    collected many times a second, freed nothing, and now and then walked every loaded module.
     """
     gc.collect()
     gc.freeze()

@@ -9,9 +9,8 @@ PostgreSQL they are tables, a row an event. In SQLite (from version 2) they are
 views: each request's rows are stored as one JSON array in ``events_batches``
 (``daemon_events_batches``), and their ids in ``events_keys``
 (``daemon_events_keys``), which refuses duplicates: an id and a share of one
-array cost SQLite much less to insert than a row of 26 columns with its index
-(bench/RESULTS.md has the figures). Reading through the views costs more; the
-dashboard reads the rollups.
+array cost SQLite much less to insert than a row of 26 columns with its index.
+Reading through the views costs more; the dashboard reads the rollups.
 
 A stored row's columns are in the order its table was created and migrated in:
 SQLite's views read a row's values by position. So the client columns are
@@ -160,7 +159,7 @@ def _table(dialect: Dialect, name: str, key: str, columns: tuple[tuple[str, str]
         f"CREATE TABLE {name} (\n  {body}\n)",
         # Duplicates are refused here, at insert. A redelivery repeats the event's own time as well as its
         # id; leading with that time keeps inserts near the index's right edge, where random ids alone
-        # would dirty a page per event (about four times slower). NULL ids (producers without) never collide.
+        # would dirty a page per event. NULL ids (producers without) never collide.
         f"CREATE UNIQUE INDEX {name}_{key} ON {name} ((coalesce(client_time, 0)), {key})",
     ]
 
