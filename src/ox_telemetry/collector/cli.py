@@ -7,6 +7,7 @@ import ctypes
 import gc
 import logging
 import re
+import signal
 import socket
 import sys
 
@@ -175,7 +176,12 @@ def main(argv: list[str]) -> int:
     ))
     tune_gc()
     tune_malloc()
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn shuts down on the first Ctrl-C (a second one cuts the wait short), then raises it again so the
+        # exit status says why: the status says so here, without a traceback for an ordinary stop.
+        return 128 + signal.SIGINT
     return 0
 
 
