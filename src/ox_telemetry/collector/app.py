@@ -51,7 +51,7 @@ _PAGE_HEADERS = {
 _PARSERS = {"telemetry": ingest.client_batch, "tevents": ingest.daemon_upload}
 
 
-def _parse(endpoint: str, body: bytes, received: int) -> tuple[list[ingest.Rejection], Encoded]:
+def parse_body(endpoint: str, body: bytes, received: int) -> tuple[list[ingest.Rejection], Encoded]:
     """The events of a body refused, and the rest encoded for the writer.
 
     A request holds no more than this while it waits for the commit: as objects, the rows of the requests
@@ -135,9 +135,9 @@ class Collector:
             claim.release()
             claim.take(_PARSE_HOLDS * len(body))
             if len(body) > _OFFLOAD_BYTES:
-                refused, job = await run_in_threadpool(_parse, endpoint, body, received)
+                refused, job = await run_in_threadpool(parse_body, endpoint, body, received)
             else:
-                refused, job = _parse(endpoint, body, received)
+                refused, job = parse_body(endpoint, body, received)
             del body
             claim.release()
             stored = await self.writer.submit(job) if job.rows else 0
