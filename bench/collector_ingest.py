@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from ox_telemetry.collector import ingest  # noqa: E402
-from ox_telemetry.collector.app import _parse as parse  # noqa: E402
+from ox_telemetry.collector.app import parse_body  # noqa: E402
 from ox_telemetry.collector.body import MAX_DECODED, Gunzip  # noqa: E402
 from ox_telemetry.collector.histogram import duration_bin  # noqa: E402
 from ox_telemetry.collector.storage import Storage, WriteJob, open_storage  # noqa: E402
@@ -347,7 +347,7 @@ def bench_dashboard(db: str, total: int) -> None:
 
 
 def server_share_us(bodies: Sequence[bytes], repeat: int) -> float:
-    """CPU µs an event of the server's share of ingest without HTTP (gunzip, then the server's own ``_parse``:
+    """CPU µs an event of the server's share of ingest without HTTP (gunzip, then the server's own ``parse_body``:
     parse and check, tally, pack; then the frame to the writer), best of ``repeat``: a fixed piece of work, so
     it tells how fast this VM runs now (it drifts by up to two times).
     """
@@ -358,7 +358,7 @@ def server_share_us(bodies: Sequence[bytes], repeat: int) -> float:
         for body in bodies:
             gunzip = Gunzip(MAX_DECODED)
             gunzip.feed(body)
-            frame((1, parse("telemetry", gunzip.finish(), received)[1].data))
+            frame((1, parse_body("telemetry", gunzip.finish(), received)[1].data))
         best = min(best, time.process_time() - started)
     return best / (len(bodies) * BATCH) * 1e6
 

@@ -3,14 +3,14 @@
 import time
 
 from ._time import datetime_module
-from .wire import _Value
+from .wire import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
 
-class Stats(_Value):
+class Stats(Value):
     """Counts and timings of the commands of one session."""
 
     __slots__ = ("_first", "_last", "_seconds", "command_count", "command_counts", "error_count", "session_id")

@@ -13,6 +13,7 @@ from itertools import compress
 
 from . import _jsonlite
 from ._time import format_rfc3339, parse_rfc3339
+from .fields import FIELDS, INDEX, NAMES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,35 +48,15 @@ MAX_KEY = 128
 MAX_EVENT_BYTES = 16 * 1024
 _SHORT_TEXT = 32  # 77 strings of 32 escaped chars fit the bound
 
-# (field, kind, always written). Kinds: s = str, i = int, b = bool, t = time,
-# m = dict[str, str]. Order is the reference's key order.
-_FIELDS: "tuple[tuple[str, str, bool], ...]" = (
-    ("type", "s", True),
-    ("timestamp", "t", True),
-    ("session_id", "s", False),
-    ("agent_id", "s", False),
-    ("command", "s", False),
-    ("duration_ms", "i", False),
-    ("success", "b", True),
-    ("error_code", "s", False),
-    ("metadata", "m", False),
-    ("repo_id", "s", False),
-    ("api_endpoint", "s", False),
-    ("path", "s", False),
-    ("agent_type", "s", False),
-    ("model", "s", False),
-    ("oxsid", "s", False),
-    ("prime_call_count", "i", False),
-    ("coworker_name", "s", False),
-    ("coworker_model", "s", False),
-    ("event_id", "s", False),
-)
-_FIELD_NAMES = tuple(name for name, _, _ in _FIELDS)
-_INDEX = {name: i for i, name in enumerate(_FIELD_NAMES)}
-_TYPE, _TIMESTAMP, _SUCCESS = _INDEX["type"], _INDEX["timestamp"], _INDEX["success"]
+# Derived from fields.py, once, for the loops below.
+_TYPE, _TIMESTAMP, _SUCCESS = INDEX["type"], INDEX["timestamp"], INDEX["success"]
 # Encoding kind per field: keys always written are pre-encoded ("r", raw JSON).
-_ENCODING = tuple(("r" if always else kind, f'"{name}":') for name, kind, always in _FIELDS)
-_ALL_FIELDS = attrgetter(*_FIELD_NAMES)  # every field in one C call
+_ENCODING = tuple(("r" if f.always else f.kind, f'"{f.name}":') for f in FIELDS)
+_KINDS = tuple((f.name, f.kind) for f in FIELDS)
+_ALWAYS = tuple((f.name, f.always) for f in FIELDS)
+_REQUIRED = tuple(f.name for f in FIELDS if f.required)
+#: Every field of an Event, in wire order, in one C call.
+all_fields = attrgetter(*NAMES)
 
 
 def clean_text(value: object, limit: int = MAX_TEXT) -> str:
@@ -112,7 +93,7 @@ def _clean_metadata(value: object, limit: int) -> "dict[str, str]":
     return out
 
 
-class _Value:
+class Value:
     """Equality over ``__slots__``, and unhashable because mutable (as a dataclass would be)."""
 
     __slots__: "tuple[str, ...]" = ()
@@ -125,10 +106,10 @@ class _Value:
     __hash__ = None  # type: ignore[assignment]
 
 
-class Event(_Value):
+class Event(Value):
     """One telemetry event. Keyword construction, equality, readable repr."""
 
-    __slots__ = _FIELD_NAMES
+    __slots__ = NAMES
 
     type: str
     timestamp: "datetime | None"
@@ -195,7 +176,7 @@ class Event(_Value):
     def __repr__(self) -> str:
         shown = (
             f"{name}={getattr(self, name)!r}"
-            for name, _, always in _FIELDS
+            for name, always in _ALWAYS
             if always or getattr(self, name)
         )
         return f"Event({', '.join(shown)})"
@@ -203,7 +184,7 @@ class Event(_Value):
     def copy(self) -> "Event":
         """A shallow copy (the metadata dict is copied too)."""
         twin = Event.__new__(Event)
-        for name in _FIELD_NAMES:
+        for name in NAMES:
             setattr(twin, name, getattr(self, name))
         twin.metadata = dict(self.metadata) if isinstance(self.metadata, dict) else {}
         return twin
@@ -231,11 +212,11 @@ class Event(_Value):
         # builds the text directly and visits only fields that have a value:
         # this is the client's hot path.
         quote = _jsonlite.quote_function()
-        values = list(_ALL_FIELDS(self))
+        values = list(all_fields(self))
         own_stamp = values[_TIMESTAMP]
         if defaults:
             for name, default in defaults.items():
-                index = _INDEX.get(name)
+                index = INDEX.get(name)
                 if index is not None and not values[index]:
                     values[index] = default
         # Keys always written become raw JSON text here, so the loop sees them as present.
@@ -271,7 +252,7 @@ class Event(_Value):
         if not isinstance(data, dict):
             raise ValueError("event must be a JSON object")
         event = cls()
-        for name, kind, _ in _FIELDS:
+        for name, kind in _KINDS:
             value = data.get(name)
             if value is None:
                 continue
@@ -289,8 +270,9 @@ class Event(_Value):
             if not ok:
                 raise ValueError(f"field {name!r} has the wrong type")
             setattr(event, name, value)
-        if not event.type:
-            raise ValueError("field 'type' is missing or empty")
+        for name in _REQUIRED:
+            if not getattr(event, name):
+                raise ValueError(f"field {name!r} is missing or empty")
         return event
 
     @classmethod
@@ -313,7 +295,7 @@ def _is_datetime(value: object) -> bool:
     return hasattr(value, "utcoffset") and hasattr(value, "microsecond")
 
 
-class Batch(_Value):
+class Batch(Value):
     """What a CLI POSTs: events plus where they came from."""
 
     __slots__ = ("arch", "cli_version", "events", "os", "timestamp")
@@ -432,7 +414,3 @@ def host_arch() -> str:
     if machine.startswith("arm"):
         return "arm"
     return _GO_ARCH.get(machine, machine)
-
-#: The event schema as (field, kind, always written), in wire order: public for the collector, which derives
-#: its validation from it.
-FIELDS = _FIELDS

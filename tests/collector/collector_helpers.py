@@ -130,6 +130,7 @@ class Process:
     url: str = ""
     port: int = 0
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None  # reads ``output`` until the process and its writer close it
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> Reply:
@@ -168,6 +169,8 @@ def start_process(*args: str, env: dict[str, str] | None = None, command: list[s
          *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, **(env or {})}, cwd=cwd,
+        # Ctrl-C as in a terminal: a runner started in the background (``pytest &``) passes SIGINT on ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -177,7 +180,8 @@ def start_process(*args: str, env: dict[str, str] | None = None, command: list[s
         proc.wait(10)
         raise RuntimeError(f"serve did not start (exit {proc.returncode}): {rest}")
     started = Process(proc, found.group(1), int(found.group(2)), [line])
-    threading.Thread(target=lambda: started.output.extend(proc.stdout or []), daemon=True).start()
+    started.reader = threading.Thread(target=lambda: started.output.extend(proc.stdout or []), daemon=True)
+    started.reader.start()
 
     def healthy() -> bool:
         try:

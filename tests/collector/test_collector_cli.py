@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -132,3 +133,21 @@ def test_client_library_end_to_end(tmp_path: Path) -> None:
         store.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_serve_without_a_traceback(tmp_path: Path, presses: int) -> None:
+    # A second Ctrl-C, quickly after the first, as someone impatient presses it.
+    server = start_process("--db", f"sqlite://{tmp_path}/c.sqlite3", "--log-level", "info")
+    try:
+        for _ in range(presses):
+            server.proc.send_signal(signal.SIGINT)
+        status = server.proc.wait(20)
+        assert server.reader is not None
+        server.reader.join(20)  # the output ends when the writer process has closed it too
+        output = "".join(server.output)
+        assert "Traceback" not in output, output
+        assert "Finished server process" in output
+        assert status == 128 + signal.SIGINT  # the shell's status for a Ctrl-C
+    finally:
+        server.kill_all()

@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from ox_telemetry.collector.errors import RequestError
 from ox_telemetry.collector.ingest import (
-    INT_FIELDS,
-    INT_RANGE,
+    INT_RANGES,
     MAX_LENGTH,
     REQUIRED,
     Parsed,
@@ -27,7 +26,8 @@ from ox_telemetry.collector.ingest import (
     client_batch_whole,
 )
 from ox_telemetry.collector.openapi import EVENT
-from ox_telemetry.wire import FIELDS, Event
+from ox_telemetry.fields import FIELDS, INT64
+from ox_telemetry.wire import Event
 
 RECEIVED_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
@@ -39,7 +39,7 @@ _TIMES = st.sampled_from([
     "9999-12-31T23:59:59Z", "2025-12-31T23:59:60Z", "2025-12-31T23:59:00,5Z", "2025-12-31T23:59:00Z\n",
 ])
 _TEXT = st.text(max_size=8) | st.just("\u00e9\u4e2d\U0001f600") | st.just("a\u0000b")
-_INTS = st.sampled_from([0, 1, -1, INT_RANGE[0], INT_RANGE[1], INT_RANGE[0] - 1, INT_RANGE[1] + 1]) | st.integers()
+_INTS = st.sampled_from([0, 1, -1, INT64[0], INT64[1], INT64[0] - 1, INT64[1] + 1]) | st.integers()
 _WRONG = st.sampled_from([None, True, False, 1, 1.5, 1.0, "1", [], {}, ["a"], {"a": 1}])
 
 
@@ -62,7 +62,7 @@ def _value(name: str, kind: str) -> st.SearchStrategy[Any]:
 
 _EVENT = st.fixed_dictionaries(
     {"type": st.sampled_from(["command_complete", "session_start", "", "x"]) | _WRONG},
-    optional={**{name: _value(name, kind) for name, kind, _ in FIELDS if name != "type"}, "unknown": _WRONG},
+    optional={**{f.name: _value(f.name, f.kind) for f in FIELDS if f.name != "type"}, "unknown": _WRONG},
 )
 _ITEM = _EVENT | _EVENT | _EVENT | _WRONG
 
@@ -106,11 +106,11 @@ def test_the_daemon_queue_reads_an_event_the_collector_takes(item: dict[str, Any
 
 def test_the_openapi_document_states_the_rules() -> None:
     properties = EVENT["properties"]
-    assert set(properties) == {name for name, _, _ in FIELDS}
+    assert set(properties) == {f.name for f in FIELDS}
     assert EVENT["required"] == list(REQUIRED)
     for name in REQUIRED:
         assert properties[name]["minLength"] == 1
     for name, limit in MAX_LENGTH.items():
         assert properties[name]["maxLength"] == limit
-    for name in INT_FIELDS:
-        assert (properties[name]["minimum"], properties[name]["maximum"]) == INT_RANGE
+    for name, limits in INT_RANGES.items():
+        assert (properties[name]["minimum"], properties[name]["maximum"]) == limits

@@ -51,12 +51,11 @@ _PAGE_HEADERS = {
 _PARSERS = {"telemetry": ingest.client_batch, "tevents": ingest.daemon_upload}
 
 
-def _parse(endpoint: str, body: bytes, received: int) -> tuple[list[ingest.Rejection], Encoded]:
+def parse_body(endpoint: str, body: bytes, received: int) -> tuple[list[ingest.Rejection], Encoded]:
     """The events of a body refused, and the rest encoded for the writer.
 
-    A request holds no more than this while it waits for the commit. As objects, the rows of the requests waiting
-    kept the garbage collector walking them: 17% of the server's CPU with 32 senders, 20% with 128, and ingest
-    rose by 18% once they no longer did.
+    A request holds no more than this while it waits for the commit: as objects, the rows of the requests
+    waiting kept the garbage collector walking them (docs/collector.md, "Measured").
     """
     parsed = _PARSERS[endpoint](body, received)
     return parsed.rejected, Encoded.of(parsed.job())
@@ -81,9 +80,8 @@ Answer = tuple[int, Any, dict[str, str] | None]
 
 
 async def _send_json(send: Send, answer: Answer) -> None:
-    """Send ``answer`` as compact JSON straight to the ASGI server: the ingest path's reply, without a
-    Response object, which cost 35,000 instructions a request (callgrind, a request without events: 337,000
-    with it, 302,000 without)."""
+    """Send ``answer`` as compact JSON straight to the ASGI server: the ingest path's reply, without building
+    a Response object, which is much of the work of a request without events."""
     status, data, headers = answer
     body = b"" if data is None else orjson.dumps(data)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -137,9 +135,9 @@ class Collector:
             claim.release()
             claim.take(_PARSE_HOLDS * len(body))
             if len(body) > _OFFLOAD_BYTES:
-                refused, job = await run_in_threadpool(_parse, endpoint, body, received)
+                refused, job = await run_in_threadpool(parse_body, endpoint, body, received)
             else:
-                refused, job = _parse(endpoint, body, received)
+                refused, job = parse_body(endpoint, body, received)
             del body
             claim.release()
             stored = await self.writer.submit(job) if job.rows else 0
@@ -281,8 +279,7 @@ class IngestFirst:
     """ASGI middleware: the browser checks (``BrowserGuard``) for every request; then a POST to an ingest path
     goes straight to its endpoint, ahead of Starlette's exception layer and router; anything else goes on to them.
 
-    With the reply sent without a Response object (``_send_json``), the server's CPU for a request without
-    events fell from about 210 to 160 µs, and ingest rose by about 4%.
+    Ingest is the load the collector is sized for; the layers it skips do nothing for it but cost CPU a request.
     """
 
     def __init__(self, app: ASGIApp, endpoints: dict[str, ASGIApp], guard: BrowserGuard) -> None:

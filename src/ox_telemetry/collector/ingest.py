@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import repeat
-from operator import attrgetter, sub
+from operator import attrgetter, itemgetter, sub
 from typing import Annotated, Any, cast
 
 import msgspec
@@ -20,38 +20,32 @@ import orjson
 from msgspec.structs import astuple
 
 from .._time import parse_rfc3339
-from ..wire import FIELDS, MAX_TEXT, Batch, Event
+from ..fields import FIELDS, INDEX, INT64, MAX_ID, NAMES
+from ..wire import MAX_TEXT, Batch, Event, all_fields
 from .errors import RequestError
 from .histogram import duration_bin, duration_bins
 from .storage import Row, WriteJob
 from .storage.rollup import COMMAND_TYPES
-from .storage.schema import Columns, columns, rows_of
+from .storage.schema import CLIENT_NAMES, Columns, columns, rows_of
 
 MAX_EVENTS = 1000
 MAX_EVENT_BYTES = 32 * 1024
-MAX_KEY = 128  # event_id, uuid and clientid: ids, not documents
 FUTURE_SLACK_US = 60 * 1_000_000
 PAST_LIMIT_US = 30 * 86400 * 1_000_000
-_INT64 = 2**63
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _TZINFO = attrgetter("tzinfo")
 # RFC 3339 as the slow path (parse_rfc3339) reads it, with an upper-case "T" and "Z". fromisoformat alone also
 # takes week dates, decimal commas, offsets without a colon, an empty fraction and anything after six fraction
-# digits. One expression over the column joined by newlines: a third of the cost of one a time.
+# digits. One expression over the column joined by newlines: a match a time would cost more.
 _ONE_TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)"
 _TIMES = re.compile(f"(?:{_ONE_TIME}\n)*{_ONE_TIME}", re.ASCII)
 _NUL = b"\\u0000"  # how JSON writes U+0000; PostgreSQL text cannot hold it
 
-# The event's rules, written once: the field types come from wire.FIELDS (which the client and the daemon's
-# queue read events by, Event.from_dict), and the limits below. The fast path's struct, the slow path's checks
-# and the OpenAPI document are all derived from these.
-FIELD_NAMES = tuple(name for name, _, _ in FIELDS)
-REQUIRED = ("type",)  # present and non-empty
-MAX_LENGTH = {"event_id": MAX_KEY}
-INT_RANGE = (-_INT64, _INT64 - 1)  # every integer field: PostgreSQL's bigint
-INT_FIELDS = tuple(name for name, kind, _ in FIELDS if kind == "i")
-_INDEX = {name: i for i, name in enumerate(FIELD_NAMES)}
-_ALL_FIELDS = attrgetter(*FIELD_NAMES)
+# The event's rules, from fields.py (by which the client and the daemon's queue read events too,
+# Event.from_dict): the fast path's struct, the slow path's checks and the OpenAPI document are derived from them.
+REQUIRED = tuple(f.name for f in FIELDS if f.required)  # present and non-empty
+MAX_LENGTH = {f.name: f.max_length for f in FIELDS if f.max_length is not None}
+INT_RANGES = {f.name: f.int_range for f in FIELDS if f.int_range is not None}
 
 # The fast path: msgspec checks every field's type and the limits above in C while it decodes. An event it
 # refuses (or one whose time is in doubt) takes the slow path, which finds and names the problem. Both read
@@ -64,7 +58,7 @@ _KINDS: dict[str, tuple[Any, Any]] = {
 _LIMITS = {
     **{name: msgspec.Meta(min_length=1) for name in REQUIRED},
     **{name: msgspec.Meta(max_length=length) for name, length in MAX_LENGTH.items()},
-    **{name: msgspec.Meta(ge=INT_RANGE[0], le=INT_RANGE[1]) for name in INT_FIELDS},
+    **{name: msgspec.Meta(ge=low, le=high) for name, (low, high) in INT_RANGES.items()},
 }
 
 
@@ -75,7 +69,7 @@ def _fast_field(name: str, kind: str) -> tuple[Any, ...]:
     return (name, annotated) if name in REQUIRED else (name, annotated, default)
 
 
-_FastEvent = msgspec.defstruct("_FastEvent", [_fast_field(name, kind) for name, kind, _ in FIELDS])
+_FastEvent = msgspec.defstruct("_FastEvent", [_fast_field(f.name, f.kind) for f in FIELDS])
 
 
 # A Batch's texts go into every row of its events: 1,000 events times a 10 MB cli_version was 10 GB for the writer.
@@ -150,7 +144,7 @@ class _Reject(Exception):
 
 def micros(dt: datetime) -> int:
     """An aware datetime as integer microseconds since the Unix epoch."""
-    delta = dt - _EPOCH  # by hand: timedelta // timedelta costs twice as much
+    delta = dt - _EPOCH  # by hand: timedelta // timedelta costs more
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -205,13 +199,13 @@ def _check_size(item: object) -> None:
 
 
 def _check_key(value: str, name: str) -> str | None:
-    if len(value) > MAX_KEY:
-        raise _Reject("invalid_event", f"field {name!r} is longer than {MAX_KEY} characters")
+    if len(value) > MAX_ID:
+        raise _Reject("invalid_event", f"field {name!r} is longer than {MAX_ID} characters")
     return value or None
 
 
-def _check_int(value: int, name: str) -> int:
-    if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+def _check_int(value: int, name: str, limits: tuple[int, int] = INT64) -> int:
+    if not limits[0] <= value <= limits[1]:
         raise _Reject("invalid_event", f"field {name!r} is out of the 64-bit integer range")
     return value
 
@@ -285,7 +279,7 @@ def client_batch(body: bytes, received_us: int) -> Parsed:
 
 
 def _may_hold_nul(body: bytes) -> bool:
-    # A one-byte search (memchr) first: the six-byte one cost 500 instructions an event, 1% of ingest.
+    # A one-byte search (memchr) first: the six-byte one is slower, and nearly every body has no backslash.
     return b"\\" in body and _NUL in body
 
 
@@ -348,13 +342,10 @@ def _fast_client_row(raw: msgspec.Raw, envelope: tuple[str, str, str], skew_us: 
     return rows_of(table)[0]
 
 
-_TIMESTAMP = _INDEX["timestamp"]
-
-
 def _fields(events: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Events' fields a column at a time, in wire order (as ``astuple`` of the fast path's struct and
-    ``_ALL_FIELDS`` of an Event give them)."""
-    return columns(events, len(FIELD_NAMES))
+    ``wire.all_fields`` of an Event give them)."""
+    return columns(events, len(NAMES))
 
 
 def _fast_table(events: Sequence[Any], envelope: tuple[str, str, str], skew_us: int, received_us: int,
@@ -364,23 +355,33 @@ def _fast_table(events: Sequence[Any], envelope: tuple[str, str, str], skew_us: 
     return _table(fields, _fast_micros(fields[_TIMESTAMP]), envelope, skew_us, received_us)
 
 
+# A stored client row is the event's fields, each in its column (fields.py), then these columns, which ingest
+# computes. Each stored column's place in that list, in schema.CLIENT_COLUMNS order, picks the row in one C call.
+_COMPUTED = ("event_time", "received_at", "time_flag", "cli_version", "os", "arch", "duration_bin")
+_SOURCES = [f.column for f in FIELDS] + list(_COMPUTED)
+if sorted(_SOURCES) != sorted(CLIENT_NAMES):
+    raise RuntimeError(f"ingest computes the columns {_COMPUTED} besides fields.py's; storage/schema.py's client "
+                       f"columns differ: {sorted(set(_SOURCES) ^ set(CLIENT_NAMES))}")
+_STORED_ORDER = itemgetter(*(_SOURCES.index(name) for name in CLIENT_NAMES))
+_TIMESTAMP, _EVENT_ID, _METADATA = INDEX["timestamp"], INDEX["event_id"], INDEX["metadata"]
+_TYPE, _DURATION = INDEX["type"], INDEX["duration_ms"]
+
+
 def _table(fields: list[tuple[Any, ...]], client_us: Sequence[int | None], envelope: tuple[str, str, str],
            skew_us: int, received_us: int) -> Columns:
     """The stored rows of checked events a column at a time (``schema.columns``), from their ``_fields``
     and client times in microseconds."""
-    (kinds, _, sessions, agents, commands, durations, successes, errors, metadata, repos, endpoints, paths,
-     agent_types, models, oxsids, calls, coworkers, coworker_models, ids) = fields
+    values: list[Sequence[Any]] = list(fields)
+    ids, metadata = fields[_EVENT_ID], fields[_METADATA]
     n = len(ids)
     event_us, flags = _times(client_us, skew_us, received_us)
     version, os, arch = envelope
-    # Same order as schema.CLIENT_COLUMNS.
-    return [
-        ids if all(ids) else [i or None for i in ids], client_us, kinds, event_us, [received_us] * n, flags,
-        sessions, agents, commands, durations, successes, errors,
-        [orjson.dumps(m).decode() if m else None for m in metadata] if any(metadata) else [None] * n,
-        repos, endpoints, paths, agent_types, models, oxsids, calls, coworkers, coworker_models,
-        [version] * n, [os] * n, [arch] * n, _bins(kinds, durations),
-    ]
+    values[_TIMESTAMP] = client_us
+    values[_EVENT_ID] = ids if all(ids) else [i or None for i in ids]
+    values[_METADATA] = [orjson.dumps(m).decode() if m else None for m in metadata] if any(metadata) else [None] * n
+    values += (event_us, [received_us] * n, flags, [version] * n, [os] * n, [arch] * n,
+               _bins(fields[_TYPE], fields[_DURATION]))  # as _COMPUTED
+    return _STORED_ORDER(values)  # type: ignore[no-any-return]
 
 
 def _bins(kinds: Sequence[str], durations: Sequence[int]) -> list[int | None]:
@@ -424,9 +425,9 @@ def _client_row(item: Any, envelope: tuple[str, str, str], skew_us: int, receive
     for name, length in MAX_LENGTH.items():
         if len(getattr(event, name)) > length:
             raise _Reject("invalid_event", f"field {name!r} is longer than {length} characters")
-    for name in INT_FIELDS:
-        _check_int(getattr(event, name), name)
-    return rows_of(_table(_fields([_ALL_FIELDS(event)]), [_given_time(event.timestamp)], envelope, skew_us,
+    for name, limits in INT_RANGES.items():
+        _check_int(getattr(event, name), name, limits)
+    return rows_of(_table(_fields([all_fields(event)]), [_given_time(event.timestamp)], envelope, skew_us,
                           received_us))[0]
 
 
@@ -443,8 +444,8 @@ def _daemon_upload(body: bytes, received_us: int) -> Parsed:
     client_id = data.get("clientid")
     if not isinstance(client_id, str) or not client_id:
         raise RequestError(400, "invalid_body", "field 'clientid' must be a non-empty string")
-    if len(client_id) > MAX_KEY:
-        raise RequestError(400, "invalid_body", f"field 'clientid' is longer than {MAX_KEY} characters")
+    if len(client_id) > MAX_ID:
+        raise RequestError(400, "invalid_body", f"field 'clientid' is longer than {MAX_ID} characters")
     rows, rejected = _each(_event_list(data), lambda item: _daemon_row(item, client_id, received_us))
     return Parsed(daemon_rows=rows, rejected=rejected)
 

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..wire import FIELDS, MAX_TEXT
+from ..fields import FIELDS, MAX_ID, Field
+from ..wire import MAX_TEXT
 from .body import BODY_FLOOR, BODY_GRACE_S, MAX_BODY
-from .ingest import INT_FIELDS, INT_RANGE, MAX_EVENT_BYTES, MAX_EVENTS, MAX_KEY, MAX_LENGTH, REQUIRED
+from .ingest import MAX_EVENT_BYTES, MAX_EVENTS, REQUIRED
 
 _TEXT = {"type": "string"}
 _COUNT = {"type": "integer", "minimum": 0}
 _RFC3339 = {"type": "string", "format": "date-time"}
 
-# JSON Schema of each wire kind (wire.FIELDS); the limits are ingest's, so the document says what ingest checks.
+# JSON Schema of each wire kind (fields.py), whose limits ingest checks.
 _KIND_SCHEMAS: dict[str, dict[str, Any]] = {
     "s": _TEXT, "i": {"type": "integer"}, "b": {"type": "boolean"}, "t": _RFC3339,
     "m": {"type": "object", "additionalProperties": _TEXT},
 }
 
 
-def _event_property(name: str, kind: str) -> dict[str, Any]:
-    schema = dict(_KIND_SCHEMAS[kind])
-    if name in REQUIRED:
+def _event_property(field: Field) -> dict[str, Any]:
+    schema = {**_KIND_SCHEMAS[field.kind], "description": field.description}
+    if field.required:
         schema["minLength"] = 1
-    if name in MAX_LENGTH:
-        schema["maxLength"] = MAX_LENGTH[name]
-    if name in INT_FIELDS:
-        schema["minimum"], schema["maximum"] = INT_RANGE
+    if field.max_length is not None:
+        schema["maxLength"] = field.max_length
+    if field.int_range is not None:
+        schema["minimum"], schema["maximum"] = field.int_range
     return schema
 
 
@@ -35,10 +36,8 @@ EVENT: dict[str, Any] = {
     "description": f"A client event (CONTRACT.md section 2). At most {MAX_EVENT_BYTES} bytes as JSON; unknown keys "
     "are ignored.",
     "required": list(REQUIRED),
-    "properties": {name: _event_property(name, kind) for name, kind, _ in FIELDS},
+    "properties": {f.name: _event_property(f) for f in FIELDS},
 }
-EVENT["properties"]["type"]["examples"] = ["command_complete"]
-EVENT["properties"]["event_id"]["description"] = "Unique id; a repeat is stored once."
 BATCH = {
     "type": "object",
     "description": "What a CLI posts: events plus where they came from.",
@@ -53,7 +52,7 @@ DAEMON_EVENT: dict[str, Any] = {
     "type": "object",
     "required": ["event"],
     "properties": {
-        "uuid": {"type": "string", "maxLength": MAX_KEY, "description": "Unique id; a repeat is stored once."},
+        "uuid": {"type": "string", "maxLength": MAX_ID, "description": "Unique id; a repeat is stored once."},
         "ts": {"type": "integer", "description": "Unix milliseconds."},
         "tslocal": _RFC3339,
         "event": {"type": "string", "minLength": 1},
@@ -64,7 +63,7 @@ DAEMON_UPLOAD = {
     "type": "object",
     "required": ["clientid"],
     "properties": {
-        "clientid": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+        "clientid": {"type": "string", "minLength": 1, "maxLength": MAX_ID},
         "events": {"type": "array", "items": DAEMON_EVENT, "maxItems": MAX_EVENTS},
     },
 }

@@ -2,12 +2,12 @@
 
 Why a process: SQLite (and psycopg) release the GIL around every row they
 step through. In a thread beside a busy event loop, each release costs a wait
-of up to the interpreter's switch interval: measured here, 89,000 rows/s
-alone fell to under 1,000 with a busy thread beside it. A process of its own
-writes at full speed on the second core, and the server keeps the first.
+of up to the interpreter's switch interval, and the writer slowed to a crawl.
+A process of its own writes at full speed on the second core, and the server
+keeps the first.
 
 Frames both ways: a 4-byte big-endian length, then MessagePack (msgspec:
-a job's rows and tallies cross in a quarter of the time a pickle takes). In:
+a job's rows and tallies cross faster than as a pickle). In:
 first ``(db_url, max_group)``, then ``(seq, WriteJob)`` (sent as ``Encoded``). Out: first
 ``("ready", None)`` or ``("failed", message)``, then ``(seq, stored_count)``
 or ``(seq, error_message)``. End of input: commit what is read, exit.

@@ -2,10 +2,10 @@
 
 Each write adds its new rows to per-minute, per-hour and per-day counts in the
 same transaction, so the counts always match the events (both commit or
-neither). The server tallies each request's rows as it parses them (under a
-microsecond a row, counted in C); the writer adds up the tallies of what it
-stored and expands each combination into its levels and dimensions once.
-Doing it in SQL cost twenty microseconds a row.
+neither). The server tallies each request's rows as it parses them (counted
+in C); the writer adds up the tallies of what it stored and expands each
+combination into its levels and dimensions once: in SQL, a row at a time, it
+cost more than storing the row.
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ def _minutes(table: Columns, index: Mapping[str, int]) -> list[int]:
 
 def tally(client: Columns, daemon: Columns) -> Tally:
     """Count rows, given a column at a time (``schema.columns``), by what the rollups need of them."""
-    # Counted by Counter's C loop over tuples zip makes of whole columns: a tenth of what a Python loop over
-    # the rows costs, and a hundred thousand rows a second pass through here. Values are kept as stored; what
+    # Counted by Counter's C loop over tuples zip makes of whole columns, not a Python loop over the rows, as
+    # every stored row passes through here. Values are kept as stored; what
     # they mean to a chart (is it a run, an error) is decided per combination, in Tally.rollup.
     out = Tally()
     if client and client[0]:

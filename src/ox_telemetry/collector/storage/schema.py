@@ -8,16 +8,23 @@ granularities (minute, hour, day) so the dashboard never scans the events.
 PostgreSQL they are tables, a row an event. In SQLite (from version 2) they are
 views: each request's rows are stored as one JSON array in ``events_batches``
 (``daemon_events_batches``), and their ids in ``events_keys``
-(``daemon_events_keys``), which refuses duplicates. A row of 26 columns with
-its index costs SQLite about 9 µs to insert; an id and a share of one array,
-about 4 µs, and the collector's ingest rose by half with it.
+(``daemon_events_keys``), which refuses duplicates: an id and a share of one
+array cost SQLite much less to insert than a row of 26 columns with its index.
 Reading through the views costs more; the dashboard reads the rollups.
+
+A stored row's columns are in the order its table was created and migrated in:
+SQLite's views read a row's values by position. So the client columns are
+written out here, as the migrations made them, and checked against the event's
+fields (``fields.py``) at import: a field added there without a migration here
+stops the collector from starting, with a message saying what to write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
+
+from ...fields import FIELDS
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -38,7 +45,8 @@ _TYPES: dict[str, tuple[str, str]] = {
     "small?": ("INTEGER", "SMALLINT"),
 }
 
-#: Client events (a Batch's events plus the batch fields), in row-tuple order.
+#: Client events (a Batch's events plus the batch fields), in row-tuple order. The event's own fields are
+#: declared in fields.py (each with its column and kind); the others are computed by ingest.
 CLIENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_id", "key"),
     ("client_time", "time?"),  # as the client sent it; NULL when absent or Go's zero time
@@ -85,6 +93,28 @@ CLIENT_NAMES = tuple(name for name, _ in CLIENT_COLUMNS)
 DAEMON_NAMES = tuple(name for name, _ in DAEMON_COLUMNS)
 
 
+def field_column_problems(columns: tuple[tuple[str, str], ...] = CLIENT_COLUMNS) -> list[str]:
+    """How ``columns`` disagree with the event's fields (fields.py): a missing column, or one of another kind."""
+    stored = dict(columns)
+    problems = []
+    for f in FIELDS:
+        if f.column not in stored:
+            problems.append(
+                f"event field {f.name!r} has no column: write migration {SCHEMA_VERSION + 1} in "
+                f"collector/storage/schema.py, adding column {f.column!r} ({f.sql}) to table 'events' (SQLite: "
+                f"recreate the view with the new column last), and append it to CLIENT_COLUMNS")
+        elif stored[f.column] != f.sql:
+            problems.append(f"event field {f.name!r} is declared {f.sql!r} in fields.py but its column "
+                            f"{f.column!r} is {stored[f.column]!r}: write migration {SCHEMA_VERSION + 1}")
+    return problems
+
+
+# Each table's (id, own time) columns, by which duplicates are found (see dedup_key); the same in both tables.
+_KEY, _TIME = CLIENT_NAMES.index("event_id"), CLIENT_NAMES.index("client_time")
+if (DAEMON_NAMES.index("uuid"), DAEMON_NAMES.index("client_time")) != (_KEY, _TIME):
+    raise RuntimeError("events and daemon_events must have their id and client_time at the same positions")
+
+
 #: An event as stored: its columns' values, in the order above.
 Row = tuple[Any, ...]
 #: Rows a column at a time (see ``columns``).
@@ -96,9 +126,9 @@ Key = tuple[int, str]
 def dedup_key(row: tuple[Any, ...]) -> Key | None:
     """A row's identity for duplicate detection, (own time or 0, id), as the unique index has it.
 
-    Both tables start with (id, client_time). None for rows without an id: they are never duplicates.
+    None for rows without an id: they are never duplicates.
     """
-    return None if row[0] is None else (row[1] or 0, row[0])
+    return None if row[_KEY] is None else (row[_TIME] or 0, row[_KEY])
 
 
 def columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
@@ -115,7 +145,7 @@ def rows_of(table: Columns) -> list[Row]:
 
 def dedup_keys(table: Columns) -> list[Key]:
     """``dedup_key`` of each row that has an id, from the rows' ``columns``; in C where every row has both."""
-    keys: list[Key] = list(zip(table[1], table[0], strict=True))
+    keys: list[Key] = list(zip(table[_TIME], table[_KEY], strict=True))
     if all(map(all, keys)):
         return keys
     return [(time or 0, id_) for time, id_ in keys if id_ is not None]
@@ -129,7 +159,7 @@ def _table(dialect: Dialect, name: str, key: str, columns: tuple[tuple[str, str]
         f"CREATE TABLE {name} (\n  {body}\n)",
         # Duplicates are refused here, at insert. A redelivery repeats the event's own time as well as its
         # id; leading with that time keeps inserts near the index's right edge, where random ids alone
-        # would dirty a page per event (about four times slower). NULL ids (producers without) never collide.
+        # would dirty a page per event. NULL ids (producers without) never collide.
         f"CREATE UNIQUE INDEX {name}_{key} ON {name} ((coalesce(client_time, 0)), {key})",
     ]
 
@@ -201,6 +231,8 @@ def _v2(dialect: Dialect) -> list[str]:
 #: Migration n (1-based) brings a store from version n-1 to n.
 MIGRATIONS: tuple[Callable[[Dialect], list[str]], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
+if _problems := field_column_problems():
+    raise RuntimeError("; ".join(_problems))
 
 
 class SchemaTooNew(Exception):
