@@ -19,7 +19,7 @@ import _thread
 import os
 import sys
 
-from . import _log, settings
+from . import _log
 from ._time import now_rfc3339
 from .wire import EVENT_COMMAND_COMPLETE, EVENT_DAEMON_START_FAILURE, Event, new_event_id, version_suffix
 
@@ -60,6 +60,8 @@ class Client:
         version: "str | None" = None,
         disable_in_ci: bool = False,
     ) -> None:
+        from . import settings  # here, not at import: a CLI that never makes a client pays nothing for it
+
         self.session_id = session_id if isinstance(session_id, str) else str(session_id)
         self.base_url = settings.base_url(base_url)
         self.version = version or ""
@@ -389,7 +391,9 @@ class Client:
 
         if not background.ready(queue, force):
             return
-        url = self.base_url + settings.TELEMETRY_PATH
+        from .settings import TELEMETRY_PATH
+
+        url = self.base_url + TELEMETRY_PATH
         if self._transport is not None:
             if self._sender is None:
                 self._sender = background.ThreadSender(self._transport)
