@@ -1,16 +1,16 @@
 """Is this process running in continuous integration, and which service?
 
-Read from the environment variables each service sets. The client calls
-:func:`detect` once per :class:`~ox_telemetry.client.Client` and stamps the
-name on events as ``metadata["ci"]``; a host passing ``disable_in_ci=True``
-turns telemetry off in CI (consent rule :data:`RULE_CI`). Only :mod:`os` is
-used: this module is on the client's import path.
+Read from the environment variables each service sets (each read as
+:func:`ox_telemetry.settings.truthy`). :func:`ox_telemetry.consent.decide`
+calls :func:`detect`; the client stamps the name on events as
+``metadata["ci"]``, and a host passing ``disable_in_ci=True`` turns telemetry
+off in CI (consent rule ``ci``). Only :mod:`os` is used: this module is on
+the client's import path.
 """
 
 import os
 
-#: The consent rule named when a host turned telemetry off in CI.
-RULE_CI = "ci"
+from .settings import truthy
 
 # (variable, service name), checked before the generic CI=true that most of them also set.
 # Hosting platforms that set a variable at run time too (Vercel, Render) are left out.
@@ -33,15 +33,14 @@ _SERVICES = (
     ("WOODPECKER", "woodpecker"),
     ("HARNESS_BUILD_ID", "harness"),
 )
-_FALSE = ("", "0", "false", "no", "off")
 
 
 def detect(environ: "os._Environ[str] | dict[str, str] | None" = None) -> "str | None":
     """The CI service's name (``github_actions``, ``gitlab``, …), ``ci`` for an unnamed one, or None."""
     env = os.environ if environ is None else environ
     for variable, name in _SERVICES:
-        if env.get(variable, "").strip().lower() not in _FALSE:
+        if truthy(env.get(variable)):
             return name
-    if env.get("CI", "").strip().lower() not in _FALSE or env.get("CONTINUOUS_INTEGRATION", "").strip():
+    if truthy(env.get("CI")) or truthy(env.get("CONTINUOUS_INTEGRATION")):
         return "ci"
     return None

@@ -35,28 +35,9 @@ if TYPE_CHECKING:
     from .stats import Stats
     from .transport import Transport
 
-DEFAULT_BASE_URL = "https://sageox.ai"
-TELEMETRY_PATH = "/api/v1/telemetry"
 #: Events a client without a project keeps in memory before the oldest are dropped.
 MEMORY_QUEUE_SIZE = 100
 _ERROR_MSG_LIMIT = 500
-
-
-def resolve_base_url(base_url: "str | None" = None) -> str:
-    """The endpoint base URL a client uses: ``base_url``, else ``$SAGEOX_ENDPOINT``, else the default."""
-    if base_url is None:
-        base_url = os.environ.get("SAGEOX_ENDPOINT") or DEFAULT_BASE_URL
-    return str(base_url).rstrip("/")
-
-
-def _sends_held() -> bool:
-    """True in the run that showed the consent notice (:mod:`ox_telemetry.consent_notice`).
-
-    Looked up in ``sys.modules`` rather than imported: a host that never calls
-    ``notice()`` pays nothing, and a notice shown means the module is loaded.
-    """
-    notice = sys.modules.get("ox_telemetry.consent_notice")
-    return bool(notice is not None and getattr(notice, "HOLD_SENDS", False))
 
 
 class Client:
@@ -79,8 +60,10 @@ class Client:
         version: "str | None" = None,
         disable_in_ci: bool = False,
     ) -> None:
+        from . import settings  # here, not at import: a CLI that never makes a client pays nothing for it
+
         self.session_id = session_id if isinstance(session_id, str) else str(session_id)
-        self.base_url = resolve_base_url(base_url)
+        self.base_url = settings.base_url(base_url)
         self.version = version or ""
         self._line_end = version_suffix(self.version)  # every queued line carries this CLI's version
         self._transport = transport
@@ -98,15 +81,17 @@ class Client:
         root = os.fspath(project_root) if project_root else None
         self._project_root = root
         try:
-            from .ci import detect
+            from . import consent
 
-            self._ci = detect()  # once per client: the environment does not change under a CLI
+            # Once per client: the environment does not change under a CLI.
+            self._decision = consent.decide(enabled, project_root=root, disable_in_ci=disable_in_ci)
+            self._ci = self._decision.ci
             if self._ci:
                 self._defaults["metadata"] = {"ci": self._ci}  # events without metadata; see _with_ci
-            self._decision = self._decide(enabled, root, disable_in_ci and self._ci is not None)
-            self._debug = self._decision.enabled and os.environ.get(
-                "OX_TELEMETRY_DEBUG", ""
-            ).lower() in ("1", "true", "yes", "on")
+            repo_id = self._decision.project_config.get("repo_id")
+            if isinstance(repo_id, str) and repo_id:
+                self._defaults["repo_id"] = repo_id
+            self._debug = self._decision.enabled and settings.debug()
             if self._decision.enabled and not self._debug:
                 # Imported now, not by the first track(): a fork while another thread imports
                 # the queue module would leave the child waiting on that import's lock for ever.
@@ -116,21 +101,6 @@ class Client:
 
             _log.debug("telemetry disabled, consent check failed: %r", exc)
             self._decision = Decision(False, "error")
-
-    def _decide(self, enabled: "bool | None", root: "str | None", off_in_ci: bool) -> "Decision":
-        from . import consent
-
-        if enabled is False or consent.env_opt_out():
-            return consent.decide(enabled)  # decided without reading any file
-        if off_in_ci:
-            from .ci import RULE_CI
-
-            return consent.Decision(False, RULE_CI)
-        config = consent.read_project_config(root) if root else {}
-        repo_id = config.get("repo_id")
-        if isinstance(repo_id, str) and repo_id:
-            self._defaults["repo_id"] = repo_id
-        return consent.decide(enabled, config)
 
     # -- state ---------------------------------------------------------------
 
@@ -168,8 +138,8 @@ class Client:
             self._stats = Stats(self.session_id)
         return self._stats
 
-    def _count_command(self, command: str, seconds: float, success: bool) -> None:
-        """Add one command run to the session stats (the integrations record their own events)."""
+    def count_command(self, command: str, seconds: float, success: bool) -> None:
+        """Add one command run to the session stats without recording an event (the integrations record their own)."""
         if self._decision.enabled:
             with self._own_lock():
                 self._stats_obj().record_command(command, seconds, success)
@@ -279,7 +249,7 @@ class Client:
                 error_code = error_code.__class__.__name__
             elif isinstance(error_code, type) and issubclass(error_code, BaseException):
                 error_code = error_code.__name__
-            self._count_command(str(command), seconds, bool(success))
+            self.count_command(str(command), seconds, bool(success))
             self.track(Event(
                 EVENT_COMMAND_COMPLETE, command=command, duration_ms=int(seconds * 1000),
                 success=bool(success), error_code=error_code, session_id=self.session_id,
@@ -331,7 +301,7 @@ class Client:
         try:
             from . import ipc
 
-            if not self._debug and _sends_held():
+            if not self._debug and self._decision.held:
                 return  # one-way and unqueued: in the notice's run it cannot wait for a later one
             merged = dict(props) if isinstance(props, dict) else {}
             merged.setdefault("app_type", "ox")
@@ -415,12 +385,14 @@ class Client:
             self._kick(spool, force)
 
     def _kick(self, queue: "JsonlQueue", force: bool) -> None:
-        if _sends_held():
+        if self._decision.held:
             return  # the consent notice was shown in this run: its events wait for a later one
         from . import background
 
         if not background.ready(queue, force):
             return
+        from .settings import TELEMETRY_PATH
+
         url = self.base_url + TELEMETRY_PATH
         if self._transport is not None:
             if self._sender is None:

@@ -4,9 +4,9 @@ The first time a user runs a host CLI (and again whenever
 :data:`NOTICE_VERSION` changes) a short notice goes to stderr saying what is
 collected and how to turn it off, and a file in the user config directory
 records that it was shown. Events recorded in that same run stay on disk and
-are sent by later runs: the notice sets :data:`HOLD_SENDS`, which the client
-checks (through ``sys.modules``, so it costs hosts that never call this
-nothing) before starting any send.
+are sent by later runs: the notice tells :func:`ox_telemetry.consent.hold_sends`,
+and every consent decision made afterwards in this process says ``held``
+(a host that never calls this never imports it).
 
 Never prompts, never blocks, never raises. A user who opted out sees nothing.
 (The module is not called ``notice``: ``ox_telemetry.notice`` is the function.)
@@ -17,8 +17,6 @@ import sys
 
 #: Raise when the notice's text changes in substance: every user sees it once more.
 NOTICE_VERSION = 1
-#: Set in the run that showed the notice; clients hold their sends while it is True.
-HOLD_SENDS = False
 NOTICE_FILE = "telemetry_notice_shown"
 
 _TEXT = """\
@@ -57,10 +55,9 @@ def _record(path: str) -> None:
 def notice(app_name: str, docs_url: str) -> bool:
     """Show the telemetry notice if this user has not seen this version of it; True when shown.
 
-    Call it before the client starts. When it shows, this run's events wait on
-    disk for a later run to send.
+    Call it before making the client (whose consent decision then holds its
+    sends). When it shows, this run's events wait on disk for a later run to send.
     """
-    global HOLD_SENDS
     try:
         from . import consent, paths
 
@@ -69,7 +66,7 @@ def notice(app_name: str, docs_url: str) -> bool:
         path = notice_path()
         if _shown_version(path) >= NOTICE_VERSION:
             return False
-        HOLD_SENDS = True
+        consent.hold_sends()
         text = _TEXT.format(app=app_name or "This program", docs=docs_url, config=paths.user_config_file())
         try:
             sys.stderr.write(text)

@@ -12,14 +12,16 @@ nothing, least of all a ``./~`` in the working directory.
 import os
 import sys
 
+from . import settings
+
 
 class NoHome(OSError):
     """The user has no home directory to keep files in."""
 
 
 def _home() -> str:
-    home = os.environ.get("HOME", "")
-    if not os.path.isabs(home):  # unset, empty or relative: the working directory is nobody's home
+    home = settings.home()
+    if not home:  # unset, empty or relative: the working directory is nobody's home
         try:
             import pwd
 
@@ -31,46 +33,39 @@ def _home() -> str:
     return home
 
 
-def _xdg() -> bool:
-    return os.environ.get("OX_XDG_ENABLE", "") == "1"
-
-
 def _xdg_dir(var: str, default: str) -> str:
-    base = os.environ.get(var, "")
-    if not os.path.isabs(base):  # the XDG spec: a relative value is ignored
-        base = os.path.join(_home(), default)
-    return os.path.join(base, "sageox")
+    return os.path.join(settings.xdg_base(var) or os.path.join(_home(), default), "sageox")
 
 
 def user_config_dir() -> str:
     """``~/.sageox/config``; with ``OX_XDG_ENABLE=1``, ``$XDG_CONFIG_HOME/sageox``."""
-    if _xdg():
+    if settings.xdg_enabled():
         return _xdg_dir("XDG_CONFIG_HOME", ".config")
     return os.path.join(_home(), ".sageox", "config")
 
 
 def user_config_file() -> str:
     """The user config YAML: ``$OX_USER_CONFIG`` or ``config.yaml`` in the config dir."""
-    return os.environ.get("OX_USER_CONFIG") or os.path.join(user_config_dir(), "config.yaml")
+    return settings.user_config_override() or os.path.join(user_config_dir(), "config.yaml")
 
 
 def user_cache_dir() -> str:
     """Per-user spool for clients without a project: ``~/.sageox/cache`` (XDG: ``$XDG_CACHE_HOME/sageox``)."""
-    if _xdg():
+    if settings.xdg_enabled():
         return _xdg_dir("XDG_CACHE_HOME", ".cache")
     return os.path.join(_home(), ".sageox", "cache")
 
 
 def user_state_dir() -> str:
     """Per-user daemon state (spool, pid file): ``~/.sageox/state`` (XDG: ``$XDG_STATE_HOME/sageox``)."""
-    if _xdg():
+    if settings.xdg_enabled():
         return _xdg_dir("XDG_STATE_HOME", os.path.join(".local", "state"))
     return os.path.join(_home(), ".sageox", "state")
 
 
 def user_data_dir() -> str:
     """Per-user data (the collector's default SQLite file): ``~/.sageox/data`` (XDG: ``$XDG_DATA_HOME/sageox``)."""
-    if _xdg():
+    if settings.xdg_enabled():
         return _xdg_dir("XDG_DATA_HOME", os.path.join(".local", "share"))
     return os.path.join(_home(), ".sageox", "data")
 
@@ -81,13 +76,13 @@ def daemon_socket_path() -> str:
     ``$OX_TELEMETRY_SOCKET``, else ``$XDG_RUNTIME_DIR/sageox/telemetry.sock``,
     else ``<tmp>/sageox-<uid>/telemetry.sock``.
     """
-    explicit = os.environ.get("OX_TELEMETRY_SOCKET")
+    explicit = settings.socket_override()
     if explicit:
         return explicit
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    runtime = settings.runtime_dir()
     if runtime:
         return os.path.join(runtime, "sageox", "telemetry.sock")
-    tmp = os.environ.get("TMPDIR") or ("/tmp" if sys.platform != "win32" else _home())
+    tmp = settings.tmp_dir() or ("/tmp" if sys.platform != "win32" else _home())
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return os.path.join(tmp, f"sageox-{uid}", "telemetry.sock")
 

@@ -451,11 +451,17 @@ class Sender:
         self.close()
 
 
+#: Why a project's events go to the user spool when its ``.sageox/`` is not initialised.
+NOT_INITIALISED = "project not initialised (no .sageox/README.md or .sageox/.repo_*)"
+
+
 class FileQueue(JsonlQueue):
     """A project's event queue: ``<project_root>/.sageox/cache/telemetry.jsonl``.
 
     Appends write only once the project is initialised (``.sageox/README.md``
-    or a ``.sageox/.repo_*`` file exists), as in the reference.
+    or a ``.sageox/.repo_*`` file exists), as in the reference, and its
+    directories are ours; otherwise the client keeps the events in the user
+    spool, and :meth:`refusal` says why.
     """
 
     def __init__(self, project_root: str) -> None:
@@ -463,30 +469,51 @@ class FileQueue(JsonlQueue):
             raise ValueError("project_root must not be empty")
         self.project_root = os.fspath(project_root)
         self._ready = False
-        self._refused = False
+        self._refused = ""  # why the directories were refused, for good
         super().__init__(paths.project_queue_path(self.project_root), root=self.project_root)
 
     def writable(self) -> bool:
-        if not self._ready:
-            if self._refused or not is_initialised(self.project_root):
-                return False
-            try:
-                self._check_dirs(create=True)
-            except OSError as exc:  # a linked .sageox/cache, a read-only project: events go elsewhere
-                self._refused = True
-                _log.debug("project queue not used: %r", exc)
-                return False
+        return self._ready or not self.refusal()
+
+    def refusal(self, create: bool = True) -> str:
+        """Why this project's events go to the user spool instead ("" when they are written here).
+
+        The client (through :meth:`writable`) and ``ox-telemetry status`` both
+        ask this, so they agree. ``create=False`` makes no directory: a cache
+        directory not made yet is no refusal, the first append makes it.
+        """
+        if self._ready:
+            return ""
+        if self._refused:
+            return self._refused
+        sageox = paths.project_sageox_dir(self.project_root)
+        try:
+            files.check_dir(sageox)
+        except FileNotFoundError:
+            return NOT_INITIALISED
+        except OSError as exc:  # a linked .sageox: never written through
+            return self._refuse(exc)
+        if not _initialised(sageox):
+            return NOT_INITIALISED
+        try:
+            self._check_dirs(create=create)
+        except OSError as exc:  # a linked .sageox/cache, a read-only project: events go elsewhere
+            if isinstance(exc, FileNotFoundError) and not create:
+                return ""
+            return self._refuse(exc)
+        if create:
             self._ready = True
-        return True
+        return ""
+
+    def _refuse(self, exc: OSError) -> str:
+        why = exc.why if isinstance(exc, files.UnsafeFile) else exc.strerror or exc.__class__.__name__
+        self._refused = f"project queue refused ({why})"
+        _log.debug("project queue not used: %r", exc)
+        return self._refused
 
 
-def is_initialised(project_root: str) -> bool:
-    """Whether ``project_root`` has an initialised ``.sageox`` directory (a real one: a link is refused)."""
-    sageox = paths.project_sageox_dir(project_root)
-    try:
-        files.check_dir(sageox)
-    except OSError:
-        return False
+def _initialised(sageox: str) -> bool:
+    """Whether the (checked) ``.sageox`` directory ``sageox`` is initialised, as the reference decides it."""
     if os.path.isfile(os.path.join(sageox, "README.md")):
         return True
     try:

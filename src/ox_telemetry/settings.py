@@ -34,6 +34,24 @@ def flag(value: "str | None") -> "bool | None":
     return None
 
 
+def truthy(value: "str | None") -> bool:
+    """Set to anything but empty or a false word (``0/false/no/off``): how CI services' variables are read."""
+    return bool((value or "").strip()) and flag(value) is not False
+
+
+def opt_out() -> "str | None":
+    """The variable that opts the user out (CONTRACT.md section 4), or None.
+
+    ``DO_NOT_TRACK`` set to anything but empty, ``0`` or ``false``;
+    ``SAGEOX_TELEMETRY`` set to ``false``, ``0``, ``off`` or ``no``.
+    """
+    if (os.environ.get("DO_NOT_TRACK") or "").strip().lower() not in ("", "0", "false"):
+        return "DO_NOT_TRACK"
+    if flag(os.environ.get("SAGEOX_TELEMETRY")) is False:
+        return "SAGEOX_TELEMETRY"
+    return None
+
+
 def debug() -> bool:
     """``OX_TELEMETRY_DEBUG``: print events instead of sending them (client), log verbosely (daemon)."""
     return flag(os.environ.get("OX_TELEMETRY_DEBUG")) is True
@@ -85,6 +103,14 @@ def go_duration(text: str) -> "float | None":
     return total
 
 
+def number(variable: str) -> "float | None":
+    """``$variable`` as a number; None when unset or malformed."""
+    try:
+        return float(os.environ.get(variable) or "")
+    except ValueError:
+        return None
+
+
 def tuning(variable: str, names: "Iterable[str]") -> "dict[str, float]":
     """``key=value`` pairs, comma-separated, from ``$variable`` (test knobs); unknown keys and bad numbers ignored."""
     known = set(names)
@@ -97,3 +123,43 @@ def tuning(variable: str, names: "Iterable[str]") -> "dict[str, float]":
             except ValueError:
                 pass
     return values
+
+
+# -- where files are (read by :mod:`ox_telemetry.paths`) ------------------------------
+
+
+def home() -> str:
+    """``$HOME`` when it is an absolute path, else "" (unset, empty or relative: nobody's home)."""
+    value = os.environ.get("HOME", "")
+    return value if os.path.isabs(value) else ""
+
+
+def xdg_enabled() -> bool:
+    """``OX_XDG_ENABLE=1``: the user's directories follow the XDG base directory spec."""
+    return os.environ.get("OX_XDG_ENABLE", "") == "1"
+
+
+def xdg_base(variable: str) -> str:
+    """An XDG base directory variable (``XDG_CONFIG_HOME``...), or "" when unset or relative (the spec ignores it)."""
+    value = os.environ.get(variable, "")
+    return value if os.path.isabs(value) else ""
+
+
+def user_config_override() -> str:
+    """``$OX_USER_CONFIG``: the user config file instead of the default (empty when unset)."""
+    return os.environ.get("OX_USER_CONFIG", "")
+
+
+def socket_override() -> str:
+    """``$OX_TELEMETRY_SOCKET``: the daemon socket's path instead of the default (empty when unset)."""
+    return os.environ.get("OX_TELEMETRY_SOCKET", "")
+
+
+def runtime_dir() -> str:
+    """``$XDG_RUNTIME_DIR`` (empty when unset)."""
+    return os.environ.get("XDG_RUNTIME_DIR", "")
+
+
+def tmp_dir() -> str:
+    """``$TMPDIR`` (empty when unset)."""
+    return os.environ.get("TMPDIR", "")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from loopback import Endpoint
-from ox_telemetry import Client, Event, FileQueue, commands, paths
+from ox_telemetry import Client, Event, FileQueue, consent, operations, paths
 from ox_telemetry.delivery import Delivery, UploadState
 from ox_telemetry.queue import MAX_BYTES, JsonlQueue
 from ox_telemetry.transport import UrllibTransport
@@ -70,7 +70,7 @@ def test_a_symlinked_project_directory_is_not_used(project: Path, home: Path, tm
     assert sorted(p.name for p in outside.rglob("*")) == sorted(
         ["README.md"] + (["config.json"] if link == ".sageox" else []))
     assert "kept" in _spooled(home)
-    info = commands.status(str(project))
+    info = operations.status(str(project))
     assert str(project / link) in {r["path"] for r in info["refused"]}, info["refused"]
 
 
@@ -345,7 +345,7 @@ def test_disable_deletes_what_it_can_and_names_what_it_could_not(project: Path, 
     spool = JsonlQueue(paths.user_spool_path("http://127.0.0.1:9"))
     spool.append(Event("spooled"))
     Path(spool.path + ".lock").write_text("garbage")
-    result = commands.disable(str(project))
+    result = operations.disable(str(project))
     assert not Path(spool.path).exists()
     assert (outside / "telemetry.jsonl").read_text() == "not ours to delete\n"
     assert str(project / ".sageox" / "cache") in {r["path"] for r in result["not_removed"]}
@@ -387,7 +387,7 @@ def test_a_queue_file_that_is_not_ours_is_not_written(project: Path, home: Path,
     client.stop()
     assert outside.read_text() == "precious\n" and queue_file.read_text() in ("precious\n", "")
     assert "kept" in _spooled(home)
-    why = {r["path"]: r["why"] for r in commands.status(str(project))["refused"]}[str(queue_file)]
+    why = {r["path"]: r["why"] for r in operations.status(str(project))["refused"]}[str(queue_file)]
     assert why == ("hard link" if kind == "hard link" else "owned by uid 65534")
 
 
@@ -416,7 +416,7 @@ def test_temporary_files_are_never_written_through_a_planted_link(
         ratelimit.allow()
     elif writer == "user config":
         _plant(paths.user_config_file(), outside)
-        commands.set_enabled(False)
+        consent.write_user_setting(False)
     else:
         small = JsonlQueue(str(tmp_path / "q" / "q.jsonl"), max_bytes=400)
         _plant(small.path, outside)

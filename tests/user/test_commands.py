@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from loopback import Endpoint, refusing_url
-from ox_telemetry import Event, FileQueue, commands, paths
+from ox_telemetry import Event, FileQueue, commands, operations, paths
 from ox_telemetry.queue import JsonlQueue
 
 
@@ -139,7 +139,7 @@ def test_disable_keeps_the_config_and_deletes_local_data(
 
     ox("enable", cwd=project)
     assert "telemetry_enabled: true  # yes" in config.read_text()
-    assert ox_json("status", cwd=project)["rule"] == "default"
+    assert ox_json("status", cwd=project)["rule"] == "user config"  # the user's own word decides now
 
 
 def test_enable_creates_the_config_and_warns_about_the_environment(
@@ -224,10 +224,10 @@ def test_flush_sends_nothing_when_off(
 
 def test_functions_for_a_host_cli(project: Path, endpoint: Endpoint, capsys: pytest.CaptureFixture[str]) -> None:
     FileQueue(str(project)).append(Event("command_complete", command="c"))
-    info = commands.status(project, endpoint.base_url)
+    info = operations.status(project, endpoint.base_url)
     assert info["queue_count"] == 1 and info["rule"] == "default"
-    assert commands.show(project, endpoint.base_url)[0]["events"][0]["command"] == "c"
-    reports = commands.flush(project, endpoint.base_url)
+    assert operations.show(project, endpoint.base_url)[0]["events"][0]["command"] == "c"
+    reports = operations.flush(project, endpoint.base_url)
     assert [(r.events, r.outcome, r.answer) for r in reports] == [(1, "delivered", "HTTP 200")]
     assert commands.main(["status", "--json", "--project", str(project)], prog="mycli telemetry") == 0
     assert json.loads(capsys.readouterr().out)["project_root"] == str(project)

@@ -12,7 +12,7 @@ import pytest
 
 import ox_telemetry
 from loopback import Endpoint
-from ox_telemetry import consent_notice
+from ox_telemetry import consent
 
 # One host CLI run: notice, then a client that records one command and flushes in the foreground.
 _RUN = textwrap.dedent("""
@@ -73,7 +73,7 @@ def test_shown_again_when_the_notice_version_changes(endpoint: Endpoint, home: P
 def held() -> Iterator[None]:
     """In-process calls set the process-global hold; put it back for the next test."""
     yield
-    consent_notice.HOLD_SENDS = False
+    consent.hold_sends(False)
 
 
 def test_opted_out_user_sees_nothing(
@@ -83,7 +83,7 @@ def test_opted_out_user_sees_nothing(
     assert ox_telemetry.notice("democli", "https://example.com") is False
     assert capsys.readouterr().err == ""
     assert not (home / ".sageox" / "config" / "telemetry_notice_shown").exists()
-    assert consent_notice.HOLD_SENDS is False
+    assert not consent.decide().held
 
 
 def test_never_raises_on_a_read_only_config_dir(

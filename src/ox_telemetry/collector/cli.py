@@ -6,15 +6,12 @@ import argparse
 import ctypes
 import gc
 import logging
-import re
 import signal
 import socket
 import sys
 
+from ..settings import go_duration
 from .config import Config
-
-# What daemons parse in X-SageOx-Interval (Go's time.ParseDuration, without a sign).
-_GO_DURATION = re.compile(r"(\d+(\.\d*)?(ns|us|\u00b5s|ms|s|m|h))+")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +85,8 @@ def config_from_args(args: argparse.Namespace, loopback: bool = True) -> Config:
         raise ValueError("a write key must not be empty")
     if args.read_token is not None and not args.read_token.strip():
         raise ValueError("the read token must not be empty")
-    if args.daemon_interval is not None and not _GO_DURATION.fullmatch(args.daemon_interval):
+    # Checked with the parser the daemons read X-SageOx-Interval with, so whatever is accepted here they obey.
+    if args.daemon_interval is not None and go_duration(args.daemon_interval) is None:
         raise ValueError(f"--daemon-interval {args.daemon_interval!r} is not a Go duration such as 90s, 5m or 1h30m")
     for name in ("rate", "key_rate"):
         if getattr(args, name) < 0:

@@ -15,10 +15,10 @@ import signal
 import sys
 from typing import Any
 
-from .. import ipc, paths
+from .. import ipc, paths, settings
 from ..transport import UrllibTransport
 from . import lifecycle
-from .settings import Settings, endpoint
+from .settings import Settings
 
 log = logging.getLogger("ox_telemetry.daemon")
 START_TIMEOUT = 10.0
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
             return stop()
         if args.command == "status":
             return show_status(args.json)
-        return run_foreground(args.verbose or os.environ.get("OX_TELEMETRY_DEBUG", "") in ("1", "true"))
+        return run_foreground(args.verbose or settings.debug())
     except lifecycle.LifecycleError as exc:
         print(f"ox-telemetry daemon: {exc}", file=sys.stderr)
         return 1
@@ -125,7 +125,7 @@ def run_foreground(verbose: bool) -> int:
         level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
         format="%(asctime)s ox-telemetry-daemon[%(process)d] %(levelname)s %(message)s",
     )
-    settings = Settings.from_env()
+    tuning = Settings.from_env()
     socket_path = paths.daemon_socket_path()
     lifecycle.check_socket_dir(os.path.dirname(socket_path))
     pid_file = lifecycle.PidFile(paths.daemon_pid_path())
@@ -139,10 +139,10 @@ def run_foreground(verbose: bool) -> int:
     except BaseException:
         pid_file.release()
         raise
-    spool = Spool(paths.daemon_spool_dir(), settings.spool_bytes, settings.segment_bytes)
+    spool = Spool(paths.daemon_spool_dir(), tuning.spool_bytes, tuning.segment_bytes)
     try:
         spool.open()
-        uploader = Uploader(spool, UrllibTransport(), endpoint(), client_id(), settings)
+        uploader = Uploader(spool, UrllibTransport(), settings.daemon_endpoint(), client_id(), tuning)
         daemon = Daemon(socket_path, uploader)
         asyncio.run(daemon.serve(sock))
     finally:

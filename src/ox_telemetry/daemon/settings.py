@@ -12,10 +12,10 @@ environment:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 
-DEFAULT_ENDPOINT = "https://telemetry.sageox.ai/tevents"
+from .. import settings as env
+
 #: ``X-SageOx-Interval`` is clamped to this range.
 MIN_SERVER_INTERVAL = 10.0
 MAX_SERVER_INTERVAL = 24 * 3600.0
@@ -48,22 +48,9 @@ class Settings:
         """Defaults with the environment's overrides applied (malformed values are ignored)."""
         settings = cls()
         types = {f.name: f.type for f in fields(cls)}
-        for item in os.environ.get("OX_TELEMETRY_DAEMON_TUNING", "").split(","):
-            key, _, value = (part.strip() for part in item.partition("="))
-            if key in types:
-                try:
-                    setattr(settings, key, int(value) if types[key] in (int, "int") else float(value))
-                except ValueError:
-                    pass
-        interval = os.environ.get("OX_TELEMETRY_DAEMON_INTERVAL")
-        if interval:
-            try:
-                settings.interval = max(MIN_ENV_INTERVAL, float(interval))
-            except ValueError:
-                pass
+        for key, value in env.tuning("OX_TELEMETRY_DAEMON_TUNING", types).items():
+            setattr(settings, key, int(value) if types[key] in (int, "int") else value)
+        interval = env.number("OX_TELEMETRY_DAEMON_INTERVAL")
+        if interval is not None:
+            settings.interval = max(MIN_ENV_INTERVAL, interval)
         return settings
-
-
-def endpoint() -> str:
-    """Where batches go: ``$SAGEOX_TELEMETRY_ENDPOINT`` or the reference's endpoint."""
-    return os.environ.get("SAGEOX_TELEMETRY_ENDPOINT") or DEFAULT_ENDPOINT

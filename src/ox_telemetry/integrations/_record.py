@@ -89,7 +89,7 @@ class CommandRun:
         duration = time.monotonic() - self.started
         # The session stats as Client.track_command keeps them; that method itself would record
         # a second, differently shaped event.
-        self.client._count_command(self.command, duration, success)
+        self.client.count_command(self.command, duration, success)
         self.client.track(Event(
             EVENT_COMMAND_COMPLETE if success else EVENT_COMMAND_ERROR, command=self.command,
             duration_ms=int(duration * 1000), success=success, error_code=error_code,
