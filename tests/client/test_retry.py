@@ -1,4 +1,4 @@
-"""Retry decisions: which statuses retry, Retry-After in both forms, full-jitter bounds."""
+"""Retry decisions (ox_telemetry.sending): which statuses retry, Retry-After in both forms, full-jitter bounds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from ox_telemetry.retry import backoff_delay, is_retryable, is_success, parse_retry_after
+from ox_telemetry.sending import backoff_delay, is_retryable, is_success, parse_retry_after
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])

@@ -86,7 +86,7 @@ def test_outage_then_recovery_delivers_everything_once(
     endpoint: Endpoint | None = None
     try:
         time.sleep(1.0)  # phase 1: refused
-        assert "Connection refused" in (status()["last_error"] or "")
+        assert "ConnectionRefusedError" in (status()["last_error"] or "")
         endpoint = Endpoint(port=port)
         endpoint.status, endpoint.hang = 503, True  # phase 2: accepts, never answers (recorded as 503)
         assert wait_until(lambda: endpoint is not None and len(endpoint.requests) >= 1, 10)

@@ -119,7 +119,7 @@ def run_foreground(verbose: bool) -> int:
     """``run``: serve in this process until stopped, logging to stderr."""
     from .server import Daemon
     from .spool import Spool
-    from .upload import Uploader, client_id
+    from .spool_sender import SpoolSender, client_id
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
@@ -142,7 +142,7 @@ def run_foreground(verbose: bool) -> int:
     spool = Spool(paths.daemon_spool_dir(), settings.spool_bytes, settings.segment_bytes)
     try:
         spool.open()
-        uploader = Uploader(spool, UrllibTransport(), endpoint(), client_id(), settings)
+        uploader = SpoolSender(spool, UrllibTransport(), endpoint(), client_id(), settings)
         daemon = Daemon(socket_path, uploader)
         asyncio.run(daemon.serve(sock))
     finally:
