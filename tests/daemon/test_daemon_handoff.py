@@ -37,7 +37,7 @@ def test_a_cli_queue_is_sent_by_the_daemon(daemon: DaemonProcess, endpoint: Endp
     for i in range(12):
         client.track_command(f"cmd {i}", 0.01, True)
     client.stop()  # 12 queued: due, and handed to the daemon instead of a new uploader
-    assert endpoint.wait_for(lambda: len(_cli_events(endpoint)) == 12)
+    assert wait_until(lambda: len(_cli_events(endpoint)) == 12)
     queue_path = str(project / ".sageox" / "cache" / "telemetry.jsonl")
     assert wait_until(lambda: f"queue {queue_path}: delivered" in daemon.log(), 10), daemon.log()
     assert wait_until(lambda: FileQueue(str(project)).count() == 0)
@@ -78,7 +78,7 @@ def test_daemon_and_concurrent_uploaders_never_send_an_event_twice(
         racer.join(60)
     total = runs * processes * 12
     request("flush_queue", {"queue_path": queue_path, "url": endpoint.base_url + "/api/v1/telemetry"})
-    assert endpoint.wait_for(lambda: len(_cli_events(endpoint)) >= total, 30), len(_cli_events(endpoint))
+    assert wait_until(lambda: len(_cli_events(endpoint)) >= total, 30), len(_cli_events(endpoint))
     ids = Counter(str(e["event_id"]) for e in _cli_events(endpoint))
     assert len(ids) == total
     assert ids.most_common(1)[0][1] == 1  # never twice

@@ -46,7 +46,7 @@ def test_start_status_stop(daemon_env: Endpoint, home: Path) -> None:
         text = cli("status")
         assert "received:" in text.stdout and data["client_id"] in text.stdout
         # Its own app:startup event reaches the endpoint.
-        assert daemon_env.wait_for(lambda: any(e["event"] == "app:startup" for e in daemon_env.accepted_events()))
+        assert wait_until(lambda: any(e["event"] == "app:startup" for e in daemon_env.accepted_events()))
         body = next(r.body for r in daemon_env.requests if r.status == 200)
         assert body["clientid"] == data["client_id"]
         assert daemon_env.requests[0].path == "/tevents"
@@ -59,7 +59,7 @@ def test_start_status_stop(daemon_env: Endpoint, home: Path) -> None:
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert not os.path.exists(sock_path)
     assert not os.path.exists(paths.daemon_pid_path())
-    assert daemon_env.wait_for(lambda: any(e["event"] == "app:shutdown" for e in daemon_env.accepted_events()))
+    assert wait_until(lambda: any(e["event"] == "app:shutdown" for e in daemon_env.accepted_events()))
     assert cli("status").returncode == 3
     assert cli("stop").stdout.strip() == "daemon not running"
 
