@@ -113,13 +113,9 @@ class Endpoint:
         self, transport: Transport, url: str, user_agent: str, timeout: float,
         budget: RequestBudget | None = None, plain: bool = False, headers: dict[str, str] | None = None,
     ) -> None:
-        self.transport = transport
-        self.url = url
-        self.user_agent = user_agent
-        self.timeout = timeout
-        self.budget = budget
+        self.transport, self.url, self.timeout, self.budget = transport, url, timeout, budget
         self.plain = plain  # the endpoint answered 415 to gzip: bodies go uncompressed from now on
-        self.headers = headers or {}
+        self.headers = {**(headers or {}), "Content-Type": "application/json", "User-Agent": user_agent}
         self.requests = 0
         self.last_answer = ""  # of the last request made: "HTTP 503", "network: ConnectionRefusedError"
 
@@ -141,7 +137,7 @@ class Endpoint:
             return reply
 
     def _post_once(self, body: bytes, compress: bool) -> Reply:
-        headers = {**self.headers, "Content-Type": "application/json", "User-Agent": self.user_agent}
+        headers = dict(self.headers)
         if compress:
             import gzip  # only the sending processes pay for it
 
