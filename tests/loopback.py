@@ -1,7 +1,8 @@
 """A real HTTP endpoint on 127.0.0.1 whose behaviour a test switches at will.
 
-It records every request (path, headers, decoded body) and, for 2xx answers,
-the events it accepted, so tests assert on what actually crossed the wire.
+It records every request (path, headers, decoded body, when it arrived and how
+it was answered) and, for 2xx answers, the events it accepted, so tests assert
+on what actually crossed the wire, and at what rate.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from typing import Any
 class Request:
     """One request as the endpoint saw it."""
 
-    def __init__(self, path: str, headers: dict[str, str], raw: bytes, status: int) -> None:
+    def __init__(self, path: str, headers: dict[str, str], raw: bytes, status: int,
+                 answer_headers: dict[str, str] | None = None, hung: bool = False) -> None:
         self.path = path
         self.headers = headers
         self.raw = raw
         self.status = status
+        self.answer_headers = answer_headers or {}  # the extra headers it was answered with
+        self.hung = hung  # never answered
+        self.at = time.monotonic()  # arrival
         try:
             body = gzip.decompress(raw) if headers.get("content-encoding") == "gzip" else raw
             self.body: Any = json.loads(body) if body else None
@@ -62,12 +67,12 @@ class Endpoint:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                status, extra, reply = endpoint.status, dict(endpoint.headers), endpoint.reply
+                status, extra, reply, hang = endpoint.status, dict(endpoint.headers), endpoint.reply, endpoint.hang
                 if endpoint.reject_gzip and headers.get("content-encoding") == "gzip":
                     status = 415
                 with endpoint._lock:
-                    endpoint.requests.append(Request(self.path, headers, raw, status))
-                if endpoint.hang:
+                    endpoint.requests.append(Request(self.path, headers, raw, status, extra, hang))
+                if hang:
                     endpoint._closing.wait()
                     return
                 if endpoint.delay:
@@ -102,10 +107,6 @@ class Endpoint:
 
     def event_ids(self) -> list[str]:
         return [e["event_id"] for e in self.accepted_events()]
-
-    def wait_for(self, predicate: Callable[[], object], timeout: float = 30.0) -> bool:
-        """Poll ``predicate`` until true or ``timeout``; whether it became true."""
-        return wait_until(predicate, timeout)
 
     def close(self) -> None:
         self._closing.set()

@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "upload": ("ox_telemetry.uploader:main", "send a queue file now (used by the background uploader)"),
     "daemon": ("ox_telemetry.daemon.cli:main", "the per-user delivery daemon: start, stop, status, run"),
     "serve": ("ox_telemetry.collector.cli:main", "run the collector: ingestion endpoints, storage and dashboard"),
-    "demo": ("ox_telemetry.collector.demo:main", "send realistic events to a collector so its dashboard has data"),
+    "demo": ("ox_telemetry.demo:main", "send realistic events to a collector so its dashboard has data"),
     "status": ("ox_telemetry.commands:status_main", "whether telemetry is on, which rule decided it, what waits"),
     "enable": ("ox_telemetry.commands:enable_main", "turn telemetry on in the user config"),
     "disable": ("ox_telemetry.commands:disable_main", "turn telemetry off and delete what is queued locally"),

@@ -1,8 +1,9 @@
-"""The send path: take a queue's events, POST them in batches, retry politely.
+"""Delivering a CLI's queue file: its events in batches, through :mod:`ox_telemetry.sending`.
 
-Used by the detached uploader process, by a client's background thread when
-the host passed its own transport, and by the delivery daemon for queues
-handed to it. One delivery run drains the queue (including events appended
+Used by the detached uploader process (:mod:`ox_telemetry.uploader`), by a
+client's background thread when the host passed its own transport, by
+``ox-telemetry flush`` and by the delivery daemon for queues handed to it
+(:mod:`ox_telemetry.daemon.handoff`). One delivery run drains the queue (including events appended
 while it sends), or gives up after a bounded time and writes down when the
 next run may try, so that during an outage neither processes nor requests
 pile up.
@@ -12,17 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
 
-from . import _jsonlite, files, paths, retry
+from . import _jsonlite, files, paths, sending, settings
 from ._time import now
 from .budget import RequestBudget
 from .queue import JsonlQueue, Sender
 from .scrub import scrub_parsed_line
-from .transport import Transport, header, post_json
+from .transport import Transport
 from .wire import Event, encode_batch, host_arch, host_os, version_suffix
 
 log = logging.getLogger("ox_telemetry")
@@ -59,13 +59,8 @@ class Policy:
     @classmethod
     def from_env(cls) -> Policy:
         policy = cls()
-        for item in os.environ.get("OX_TELEMETRY_UPLOAD_TUNING", "").split(","):
-            key, _, value = item.partition("=")
-            if key.strip() in cls.__slots__:
-                try:
-                    setattr(policy, key.strip(), float(value))
-                except ValueError:
-                    pass
+        for key, value in settings.tuning("OX_TELEMETRY_UPLOAD_TUNING", cls.__slots__).items():
+            setattr(policy, key, value)
         return policy
 
 
@@ -121,11 +116,6 @@ class UploadState:
         wait = min(policy.run_cap, policy.run_base * 2 ** min(self.failures - 1, 30))
         wait = wait / 2 + random.uniform(0, wait / 2)  # spread clients out, keep a floor
         self.next_attempt = time.time() + max(wait, retry_after or 0.0)
-
-
-def _sleep(seconds: float) -> bool:
-    time.sleep(seconds)
-    return False
 
 
 class _Outcome:
@@ -223,18 +213,24 @@ class Delivery:
         on_batch: Callable[[int, str, str], None] | None = None,
     ) -> None:
         self.queue = queue
-        self.transport = transport
         self.url = url
         self.cli_version = cli_version  # the batches' for lines that carry no version of their own
         self.policy = policy or Policy.from_env()
-        self.budget = RequestBudget(url, int(self.policy.rate_requests), self.policy.rate_window)
+        self.endpoint = sending.Endpoint(
+            transport, url, f"ox-telemetry/{cli_version or '0'}", self.policy.timeout,
+            RequestBudget(url, int(self.policy.rate_requests), self.policy.rate_window),
+        )
         # wait(seconds) sleeps and returns True when the run should stop now.
-        self.wait = wait or _sleep
+        self.wait = wait or sending.sleep
         # on_batch(events, outcome, last answer): a foreground flush reports each batch.
         self.on_batch = on_batch
         self.last_answer = ""  # the endpoint's last answer: "HTTP 200", "network: ConnectionRefusedError"
-        self.requests = 0
         self.state = UploadState.load(queue)
+
+    @property
+    def requests(self) -> int:
+        """Requests made by this run so far."""
+        return self.endpoint.requests
 
     def run(self, sender: Sender | None = None) -> str:
         """Drain the queue; returns ``delivered``, ``busy``, ``gave_up`` or ``stopped``.
@@ -268,45 +264,20 @@ class Delivery:
 
     def _send(self, chunk: list[str], cli_version: str, deadline: float) -> str:
         body = encode_batch(chunk, cli_version, host_os(), host_arch(), now()).encode("utf-8")
-        attempt = 0
-        while True:
-            wait = self.budget.take()
-            if wait:  # the user's other senders spent this endpoint's budget: give up, no request
-                self.last_answer = self.last_answer or "not sent: the endpoint's request budget is spent"
-                self.state.failed(self.last_answer, self.policy, wait)
-                self.state.save()
-                return _Outcome.GAVE_UP
-            compress = self.url not in self.state.plain
-            status, retry_after = self._post(body, compress)
-            if status is not None and not retry.is_retryable(status):
-                self.budget.answered()
-            if status is not None and retry.is_success(status):
-                return _Outcome.DELIVERED
-            if status == 415 and compress:
-                self.state.plain.append(self.url)  # remembered for this endpoint
-                continue
-            if status is not None and not retry.is_retryable(status):
-                log.warning("endpoint refused a batch of %d events with %d; dropped", len(chunk), status)
-                return _Outcome.REFUSED
-            delay = retry.backoff_delay(attempt, self.policy.base, self.policy.cap, retry_after)
-            if time.monotonic() + delay > deadline:
-                self.state.failed(self.last_answer, self.policy, retry_after)
-                self.state.save()
-                return _Outcome.GAVE_UP
-            if self.wait(delay):
-                return _Outcome.STOPPED
-            attempt += 1
-
-    def _post(self, body: bytes, compress: bool) -> tuple[int | None, float | None]:
-        """``(status, Retry-After)`` of one POST, ``(None, None)`` on a network error; sets ``last_answer``."""
-        self.requests += 1
-        try:
-            response = post_json(self.transport, self.url, body, f"ox-telemetry/{self.cli_version or '0'}",
-                                 self.policy.timeout, compress)
-            status = int(response.status)
-        except Exception as exc:  # OSError is the network; anything else is a broken transport
-            log.debug("telemetry POST to %s failed: %r", self.url, exc)
-            self.last_answer = f"network: {exc.__class__.__name__}"
-            return None, None
-        self.last_answer = f"HTTP {status}"
-        return status, retry.parse_retry_after(header(response, "Retry-After"))
+        self.endpoint.plain = self.url in self.state.plain
+        backoff = sending.Backoff(self.policy.base, self.policy.cap)
+        reply, stopped = sending.send_with_retries(self.endpoint, body, backoff, deadline, self.wait)
+        if self.endpoint.plain and self.url not in self.state.plain:
+            self.state.plain.append(self.url)  # remembered for this endpoint
+        # Not sent (the user's other senders spent this endpoint's budget): the last answer still stands.
+        self.last_answer = self.endpoint.last_answer or reply.error
+        if stopped:
+            return _Outcome.STOPPED
+        if reply.kind == sending.DELIVERED:
+            return _Outcome.DELIVERED
+        if reply.kind == sending.REFUSED:
+            log.warning("endpoint refused a batch of %d events with %d; dropped", len(chunk), reply.status)
+            return _Outcome.REFUSED
+        self.state.failed(self.last_answer, self.policy, reply.retry_after)
+        self.state.save()
+        return _Outcome.GAVE_UP

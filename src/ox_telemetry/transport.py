@@ -2,9 +2,11 @@
 
 A transport is any object with ``post(url, body, headers, timeout)`` returning
 something with ``status`` and ``headers``; raising :class:`OSError` means the
-network failed. Only sending code imports this module: the HTTP stack costs a
-CLI ~40 ms to import, so the CLI process itself never loads it unless a custom
-transport is in use.
+network failed. Only sending code imports this module: the HTTP stack is
+heavy to import, so the CLI process itself never loads it unless a custom
+transport is in use. The one module in ``src/`` that imports an HTTP client
+library (a test holds it to that): every sender goes through
+:mod:`ox_telemetry.sending`, which uses a transport.
 """
 
 from __future__ import annotations
@@ -31,27 +33,19 @@ class Transport(Protocol):
         ...
 
 
-def post_json(
-    transport: Transport, url: str, body: bytes, user_agent: str, timeout: float, compress: bool
-) -> Response:
-    """POST a JSON ``body``, gzip-compressed when ``compress``: how the uploader and the daemon both send."""
-    headers = {"Content-Type": "application/json", "User-Agent": user_agent}
-    if compress:
-        import gzip  # only the sending processes pay for it
-
-        body = gzip.compress(body, compresslevel=6, mtime=0)
-        headers["Content-Encoding"] = "gzip"
-    return transport.post(url, body, headers, timeout)
+#: The most of an answer's body a transport reads (a sender needs a small JSON answer at most).
+MAX_REPLY_BYTES = 64 * 1024
 
 
 class HTTPResponse:
-    """A status and headers (names kept as sent; look them up with :func:`header`)."""
+    """A status, headers (names kept as sent; look them up with :func:`header`) and the body's first bytes."""
 
-    __slots__ = ("headers", "status")
+    __slots__ = ("body", "headers", "status")
 
-    def __init__(self, status: int, headers: Mapping[str, str]) -> None:
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> None:
         self.status = status
         self.headers = headers
+        self.body = body
 
     def __repr__(self) -> str:
         return f"HTTPResponse(status={self.status})"
@@ -84,8 +78,8 @@ class UrllibTransport:
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as reply:
-                reply.read(64 * 1024)  # drain a little so the connection closes cleanly
-                return HTTPResponse(reply.status, dict(reply.headers.items()))
+                body = reply.read(MAX_REPLY_BYTES)  # also drains a little so the connection closes cleanly
+                return HTTPResponse(reply.status, dict(reply.headers.items()), body)
         except urllib.error.HTTPError as err:
             return HTTPResponse(err.code, dict(err.headers.items()) if err.headers else {})
         except urllib.error.URLError as err:

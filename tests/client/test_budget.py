@@ -119,5 +119,5 @@ def test_no_free_uploader_slot_means_no_uploader(tmp_path: Path, endpoint: Endpo
     slots[0].release()
     slots[0].close()
     assert background.spawn_uploader(queue, url, "1.0") is True
-    assert endpoint.wait_for(lambda: len(endpoint.accepted_events()) == 1)
+    assert wait_until(lambda: len(endpoint.accepted_events()) == 1)
     assert wait_until(lambda: not queue.sender_busy())

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from loopback import Endpoint
+from loopback import Endpoint, wait_until
 from ox_telemetry import Client, Event, FileQueue
 from ox_telemetry.transport import HTTPResponse, UrllibTransport
 from reference_vectors import VECTORS
@@ -112,7 +112,7 @@ def test_custom_transport_sends_in_background(project: Path, endpoint: Endpoint)
         for i in range(3):
             c.track(Event("x", command=str(i)))
         c.flush()
-        assert endpoint.wait_for(lambda: len(endpoint.accepted_events()) == 3)
+        assert wait_until(lambda: len(endpoint.accepted_events()) == 3)
     assert [e["command"] for e in endpoint.accepted_events()] == ["0", "1", "2"]
     assert endpoint.requests[0].path == "/api/v1/telemetry"
     assert FileQueue(str(project)).count() == 0
@@ -125,14 +125,14 @@ def test_start_sends_a_full_queue(project: Path, endpoint: Endpoint) -> None:
     transport = CountingTransport()
     client = Client("s", project_root=str(project), base_url=endpoint.base_url, transport=transport)
     client.start()
-    assert endpoint.wait_for(lambda: len(endpoint.accepted_events()) == 10)
+    assert wait_until(lambda: len(endpoint.accepted_events()) == 10)
     client.stop()
 
 
 def test_track_async_sends_now(endpoint: Endpoint) -> None:
     client = Client("s", base_url=endpoint.base_url, transport=CountingTransport())
     client.track_async(Event("auth_success"))
-    assert endpoint.wait_for(lambda: len(endpoint.accepted_events()) == 1)
+    assert wait_until(lambda: len(endpoint.accepted_events()) == 1)
     assert endpoint.accepted_events()[0]["type"] == "auth_success"
     client.stop()
 
@@ -183,7 +183,7 @@ def _ratelimit_file(home: Path) -> Path:
 def test_daemon_start_failure_reports_are_rate_limited(home: Path, endpoint: Endpoint) -> None:
     client = Client("s", base_url=endpoint.base_url, transport=CountingTransport())
     client.track_daemon_start_failure("socket_bind", "x" * 2000)
-    assert endpoint.wait_for(lambda: len(endpoint.accepted_events()) == 1)
+    assert wait_until(lambda: len(endpoint.accepted_events()) == 1)
     event = endpoint.accepted_events()[0]
     assert event["type"] == "daemon:start_failure"
     assert event["metadata"]["error_type"] == "socket_bind"
@@ -194,7 +194,7 @@ def test_daemon_start_failure_reports_are_rate_limited(home: Path, endpoint: End
     client.track_daemon_start_failure("socket_bind", "again")  # within the minute: dropped
     client.reset_daemon_failure_rate_limit()
     client.track_daemon_start_failure("socket_bind", "after reset")
-    assert endpoint.wait_for(lambda: len(endpoint.accepted_events()) == 2)
+    assert wait_until(lambda: len(endpoint.accepted_events()) == 2)
     messages = [e["metadata"]["error_msg"] for e in endpoint.accepted_events()]
     assert "again" not in messages and "after reset" in messages
     client.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from loopback import Endpoint, refusing_url
+from loopback import Endpoint, refusing_url, wait_until
 from ox_telemetry import Client, Event, FileQueue, background
 from ox_telemetry.delivery import Delivery, Policy, UploadState
 from ox_telemetry.transport import UrllibTransport
@@ -24,15 +24,6 @@ def _state(queue: FileQueue) -> dict[str, object]:
         return dict(json.loads(Path(queue.path + ".state.json").read_text()))
     except FileNotFoundError:
         return {}
-
-
-def _wait(predicate: object, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return bool(predicate())  # type: ignore[operator]
 
 
 def _uploader_done(queue: FileQueue) -> bool:
@@ -52,7 +43,7 @@ def _cli_run(project: Path, base_url: str, commands: int = 12) -> float:
 
 def test_a_cli_run_is_delivered_by_a_detached_uploader(project: Path, endpoint: Endpoint) -> None:
     _cli_run(project, endpoint.base_url)
-    assert endpoint.wait_for(lambda: len(endpoint.accepted_events()) == 12)
+    assert wait_until(lambda: len(endpoint.accepted_events()) == 12)
     request = endpoint.requests[0]
     assert request.path == "/api/v1/telemetry"
     assert request.headers["content-encoding"] == "gzip"
@@ -60,7 +51,7 @@ def test_a_cli_run_is_delivered_by_a_detached_uploader(project: Path, endpoint: 
     assert request.body["cli_version"] == "9.9.9" and request.body["os"] == "linux"
     assert request.body["batch_timestamp"].endswith("Z")
     queue = FileQueue(str(project))
-    assert _wait(lambda: _uploader_done(queue) and queue.count() == 0)
+    assert wait_until(lambda: _uploader_done(queue) and queue.count() == 0)
     assert _state(queue)["last_success"]
 
 
@@ -107,10 +98,10 @@ def test_eight_processes_append_while_uploaders_send(project: Path, endpoint: En
     assert all(p.wait(timeout=120) == 0 for p in procs)
     queue = FileQueue(str(project))
     # The runs above start uploaders as they stop; one more run collects any remainder.
-    assert _wait(lambda: _uploader_done(queue), 60)
+    assert wait_until(lambda: _uploader_done(queue), 60)
     Client("s", project_root=str(project), base_url=endpoint.base_url).flush()
-    assert endpoint.wait_for(lambda: len(endpoint.accepted_events()) >= 4000, 60)
-    assert _wait(lambda: _uploader_done(queue) and queue.count() == 0, 60)
+    assert wait_until(lambda: len(endpoint.accepted_events()) >= 4000, 60)
+    assert wait_until(lambda: _uploader_done(queue) and queue.count() == 0, 60)
     ids = endpoint.event_ids()
     assert len(ids) == 4000 and len(set(ids)) == 4000
 
@@ -135,7 +126,7 @@ def test_kill_9_of_the_uploader_loses_nothing(project: Path, slow_endpoint: Endp
         )
         requests_before = len(slow_endpoint.requests)
         # Kill it at a different moment each time: before, during or between requests.
-        _wait(lambda n=requests_before, p=proc: len(slow_endpoint.requests) > n or p.poll() is not None, 10)
+        wait_until(lambda n=requests_before, p=proc: len(slow_endpoint.requests) > n or p.poll() is not None, 10)
         time.sleep(0.03 * attempt)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -183,7 +174,7 @@ def test_endpoint_faults(project: Path, endpoint: Endpoint, fault: object, kept:
         fault(endpoint)  # type: ignore[operator]
     assert _cli_run(project, base_url) < 0.5  # stop() is prompt whatever the endpoint does
     queue = FileQueue(str(project))
-    assert _wait(lambda: _uploader_done(queue) and bool(_state(queue) or queue.count() == 0), 30)
+    assert wait_until(lambda: _uploader_done(queue) and bool(_state(queue) or queue.count() == 0), 30)
     if kept:
         assert queue.count() == 12
         state = _state(queue)
@@ -211,9 +202,9 @@ def test_retry_after_is_honoured(project: Path, endpoint: Endpoint) -> None:
 def test_a_non_json_answer_still_counts_as_delivered(project: Path, endpoint: Endpoint) -> None:
     endpoint.reply = b"<html>not json</html>"
     _cli_run(project, endpoint.base_url)
-    assert endpoint.wait_for(lambda: len(endpoint.accepted_events()) == 12)
+    assert wait_until(lambda: len(endpoint.accepted_events()) == 12)
     queue = FileQueue(str(project))
-    assert _wait(lambda: _uploader_done(queue) and queue.count() == 0)
+    assert wait_until(lambda: _uploader_done(queue) and queue.count() == 0)
 
 
 def test_no_run_starts_once_the_lock_is_free_if_the_sender_before_left_a_backoff(
@@ -256,7 +247,7 @@ def test_an_outage_costs_a_bounded_number_of_processes_and_requests(
         runs += 1
         time.sleep(0.02)  # pacing, not synchronisation: a few hundred runs, not thousands
     queue = FileQueue(str(project))
-    assert _wait(lambda: _uploader_done(queue), 30)
+    assert wait_until(lambda: _uploader_done(queue), 30)
     assert runs > 20
     assert len(spawned) == 1  # later runs saw the uploader at work, then its backoff
     assert len(endpoint.requests) <= 40  # one uploader's backoff (see test_endpoint_faults), not one per CLI run

@@ -1,14 +1,16 @@
-"""Retry decisions: which statuses retry, Retry-After in both forms, full-jitter bounds."""
+"""Retry decisions (ox_telemetry.sending): which statuses retry, Retry-After in both forms, full-jitter bounds."""
 
 from __future__ import annotations
 
+import ast
 import random
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 
-from ox_telemetry.retry import backoff_delay, is_retryable, is_success, parse_retry_after
+from ox_telemetry.sending import backoff_delay, is_retryable, is_success, parse_retry_after
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
@@ -39,3 +41,29 @@ def test_full_jitter_stays_within_the_exponential_ceiling() -> None:
         assert all(0 <= d <= ceiling for d in delays)
         assert max(delays) > ceiling * 0.8  # jitter spreads over the whole range
     assert backoff_delay(0, 1.0, 30.0, retry_after=45.0, rng=rng) == 45.0  # never sooner than asked
+
+
+#: Modules that make HTTP requests; ``urllib.parse`` and the collector's server side are not among them.
+HTTP_CLIENTS = ("urllib.request", "urllib.error", "http.client", "requests", "httpx", "aiohttp", "urllib3")
+
+
+def _imported_modules(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_only_the_transport_imports_an_http_client() -> None:
+    """One sender: every request leaves through ``ox_telemetry.transport`` (used by ``ox_telemetry.sending``)."""
+    src = Path(__file__).resolve().parents[2] / "src"
+    importers = sorted(
+        str(path.relative_to(src)) for path in src.rglob("*.py")
+        if any(name == client or name.startswith(client + ".") for name in _imported_modules(
+            ast.parse(path.read_text(), str(path))) for client in HTTP_CLIENTS)
+    )
+    assert importers == ["ox_telemetry/transport.py"]

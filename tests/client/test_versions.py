@@ -44,7 +44,7 @@ def test_another_clis_uploader_sends_each_event_under_its_own_version(endpoint: 
     # What `show` prints is what is sent: no version key in the event.
     assert all("cli_version" not in (wire_line(raw) or "") for raw in Path(spool.path).read_bytes().splitlines())
     Client("s", base_url=endpoint.base_url, version="0.1.0").flush()  # the 0.1.0 CLI's uploader sends all
-    assert endpoint.wait_for(lambda: len(endpoint.accepted_events()) == 8)
+    assert wait_until(lambda: len(endpoint.accepted_events()) == 8)
     assert _versions_seen(endpoint) == _expected()
     assert len(endpoint.requests) == 2  # one batch per version, not one per run of lines
     assert wait_until(lambda: not spool.sender_busy())

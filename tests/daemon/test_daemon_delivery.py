@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 from daemon_helpers import DaemonProcess, connect, read_line, request, status, telemetry_line
 
-from loopback import Endpoint, refusing_url, wait_until
+from loopback import Endpoint, Request, refusing_url, wait_until
 
 SENDERS = 8
 PER_SENDER = 5000
@@ -48,7 +49,7 @@ def test_eight_senders_every_event_delivered_once(daemon: DaemonProcess, endpoin
         thread.join(60)
     total = SENDERS * PER_SENDER
     assert wait_until(lambda: status()["received"] >= total + 1, 30)  # + its own app:startup
-    assert endpoint.wait_for(lambda: len(_sent(endpoint)) >= total, 40), status()
+    assert wait_until(lambda: len(_sent(endpoint)) >= total, 40), status()
     sent = _sent(endpoint)
     assert len(sent) == total and len(set(sent)) == total
     uuids = [e["uuid"] for e in endpoint.accepted_events()]
@@ -85,27 +86,36 @@ def test_outage_then_recovery_delivers_everything_once(
     sender.start()
     endpoint: Endpoint | None = None
     try:
-        time.sleep(1.0)  # phase 1: refused
-        assert "Connection refused" in (status()["last_error"] or "")
+        # Phase 1: refused. Several attempts, each reported.
+        assert wait_until(lambda: status()["requests"] >= 3, 10), status()
+        assert status()["last_error"] == "network: ConnectionRefusedError"
         endpoint = Endpoint(port=port)
         endpoint.status, endpoint.hang = 503, True  # phase 2: accepts, never answers (recorded as 503)
-        assert wait_until(lambda: endpoint is not None and len(endpoint.requests) >= 1, 10)
-        time.sleep(1.0)
-        endpoint.hang = False  # phase 3: 503 with Retry-After: 1
-        endpoint.headers = {"Retry-After": "1"}
-        time.sleep(1.5)
-        outage_requests = len(endpoint.requests)
+        assert wait_until(lambda: endpoint is not None and len(endpoint.requests) >= 2, 10)  # a timeout, a retry
+        endpoint.headers = {"Retry-After": "1"}  # phase 3: 503 with Retry-After: 1
+        endpoint.hang = False
+
+        def answered_later() -> list[Request]:
+            assert endpoint is not None
+            return [r for r in endpoint.requests if not r.hung and "Retry-After" in r.answer_headers]
+
+        assert wait_until(lambda: status()["backoff_s"] >= 0.5, 10), status()  # Retry-After became the backoff
+        assert wait_until(lambda: len(answered_later()) >= 3, 10), status()
+        outage = list(endpoint.requests)
         endpoint.status, endpoint.headers = 200, {}  # phase 4: healthy
         stop.set()
         sender.join(10)
         total = next(counter)
-        assert endpoint.wait_for(lambda: len([e for e in endpoint.accepted_events() if e["event"] == "out"]) >= total,
-                                 30), status()
+        assert wait_until(lambda: len([e for e in endpoint.accepted_events() if e["event"] == "out"]) >= total,
+                          30), status()
         got = [e["props"]["i"] for e in endpoint.accepted_events() if e["event"] == "out"]
         assert sorted(got) == list(range(total))  # every event, exactly once
-        # About 2.5 s of reachable outage: with backoff a handful of requests, not one per 0.05 s tick (50).
-        assert outage_requests <= 12, outage_requests
-        # Retry-After: 1 means no two outage requests in phase 3 less than ~1 s apart: at most 3 in 1.5 s.
+        # Backoff, not one request per 0.05 s tick with events waiting (that would be about 20 a second).
+        span = outage[-1].at - outage[0].at
+        assert len(outage) <= 2 + 4 * span, (len(outage), span)
+        # Never sooner than Retry-After: the request after one answered "Retry-After: 1" comes a second later.
+        gaps = [b.at - a.at for a, b in pairwise(outage) if not a.hung and "Retry-After" in a.answer_headers]
+        assert gaps and min(gaps) >= 0.95, gaps
         # The endpoint holds a batch before the daemon reads the answer and takes it off its spool.
         assert wait_until(lambda: status()["spooled"] == 0, 10), status()
         data = status()
@@ -130,7 +140,7 @@ def test_kill9_under_load_loses_nothing_counted(daemon_env: Endpoint, tmp_path: 
         thread.start()
     assert wait_until(lambda: sum(acked) >= 12_000, 30)
     endpoint.status = 200  # sending resumes mid-load: the kill lands between spool, send and cursor
-    time.sleep(0.3)
+    assert wait_until(lambda: any(r.status == 200 for r in endpoint.requests), 10)
     daemon.kill9()
     stop.set()
     for thread in threads:
@@ -142,7 +152,7 @@ def test_kill9_under_load_loses_nothing_counted(daemon_env: Endpoint, tmp_path: 
             got = {(s, i) for s, i in _sent(endpoint)}
             return all((s, i) in got for s in range(4) for i in range(counted[s]))
 
-        assert endpoint.wait_for(delivered_all, 40), (counted, status())
+        assert wait_until(delivered_all, 40), (counted, status())
     finally:
         restarted.stop()
 
@@ -160,7 +170,7 @@ def test_server_interval_header_sets_the_send_interval(daemon: DaemonProcess, en
 
 
 def test_rejected_batch_is_dropped_and_counted(daemon: DaemonProcess, endpoint: Endpoint) -> None:
-    assert endpoint.wait_for(lambda: status()["delivered"] >= 1)  # app:startup
+    assert wait_until(lambda: status()["delivered"] >= 1)  # app:startup
     endpoint.status = 400
     with connect() as sock:
         sock.sendall(telemetry_line("bad") * 3 + b'{"type":"flush"}\n')
@@ -178,7 +188,7 @@ def test_rejected_batch_is_dropped_and_counted(daemon: DaemonProcess, endpoint: 
 def test_a_user_who_opts_out_later_sends_nothing_more(daemon: DaemonProcess, endpoint: Endpoint) -> None:
     from ox_telemetry import paths
 
-    assert endpoint.wait_for(lambda: status()["delivered"] >= 1)  # app:startup, sent while telemetry was on
+    assert wait_until(lambda: status()["delivered"] >= 1)  # app:startup, sent while telemetry was on
     before = len(endpoint.accepted_events())
     config = Path(paths.user_config_file())
     config.parent.mkdir(parents=True, exist_ok=True)

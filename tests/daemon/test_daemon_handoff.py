@@ -9,10 +9,11 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from daemon_helpers import DaemonProcess, request
+import pytest
+from daemon_helpers import DaemonProcess, request, status
 
 from loopback import Endpoint, wait_until
-from ox_telemetry import Client, FileQueue
+from ox_telemetry import Client, Event, FileQueue
 
 CLI_RUN = """
 import sys
@@ -37,7 +38,7 @@ def test_a_cli_queue_is_sent_by_the_daemon(daemon: DaemonProcess, endpoint: Endp
     for i in range(12):
         client.track_command(f"cmd {i}", 0.01, True)
     client.stop()  # 12 queued: due, and handed to the daemon instead of a new uploader
-    assert endpoint.wait_for(lambda: len(_cli_events(endpoint)) == 12)
+    assert wait_until(lambda: len(_cli_events(endpoint)) == 12)
     queue_path = str(project / ".sageox" / "cache" / "telemetry.jsonl")
     assert wait_until(lambda: f"queue {queue_path}: delivered" in daemon.log(), 10), daemon.log()
     assert wait_until(lambda: FileQueue(str(project)).count() == 0)
@@ -78,7 +79,48 @@ def test_daemon_and_concurrent_uploaders_never_send_an_event_twice(
         racer.join(60)
     total = runs * processes * 12
     request("flush_queue", {"queue_path": queue_path, "url": endpoint.base_url + "/api/v1/telemetry"})
-    assert endpoint.wait_for(lambda: len(_cli_events(endpoint)) >= total, 30), len(_cli_events(endpoint))
+    assert wait_until(lambda: len(_cli_events(endpoint)) >= total, 30), len(_cli_events(endpoint))
     ids = Counter(str(e["event_id"]) for e in _cli_events(endpoint))
     assert len(ids) == total
     assert ids.most_common(1)[0][1] == 1  # never twice
+
+
+def _queued_project(root: Path, endpoint: Endpoint) -> Path:
+    """An initialised project at ``root`` with 3 events queued."""
+    (root / ".sageox").mkdir(parents=True)
+    (root / ".sageox" / "README.md").write_text("x")
+    queue = FileQueue(str(root))
+    for i in range(3):
+        queue.append(Event("queued", command=f"c{i}"))
+    return root
+
+
+@pytest.mark.parametrize("trap", ["linked .sageox", "linked cache", "FIFO queue"])
+def test_flush_queue_refuses_a_path_that_is_no_queue_of_ours(
+    daemon: DaemonProcess, endpoint: Endpoint, tmp_path: Path, trap: str
+) -> None:
+    other = _queued_project(tmp_path / "other", endpoint)
+    root = tmp_path / "cloned"
+    if trap == "linked .sageox":  # a cloned repository's .sageox pointing at another project's
+        root.mkdir()
+        (root / ".sageox").symlink_to(other / ".sageox")
+    elif trap == "linked cache":
+        (root / ".sageox").mkdir(parents=True)
+        (root / ".sageox" / "README.md").write_text("x")
+        (root / ".sageox" / "cache").symlink_to(other / ".sageox" / "cache")
+    else:
+        (root / ".sageox" / "cache").mkdir(parents=True)
+        (root / ".sageox" / "README.md").write_text("x")
+        os.mkfifo(root / ".sageox" / "cache" / "telemetry.jsonl")
+    queue_path = str(root / ".sageox" / "cache" / "telemetry.jsonl")
+    answer = request("flush_queue", {"queue_path": queue_path, "url": endpoint.base_url + "/api/v1/telemetry"})
+    assert answer is not None and answer["success"] is False, answer
+    assert "flush_queue" in answer["error"] and ("link" in answer["error"] or "regular" in answer["error"])
+    assert status()["queues_refused"] == 1
+    # A good path is still served, and the refused one sent nothing meanwhile.
+    good = str(other / ".sageox" / "cache" / "telemetry.jsonl")
+    assert request("flush_queue", {"queue_path": good, "url": endpoint.base_url + "/api/v1/telemetry"}) == {
+        "success": True}
+    assert wait_until(lambda: len(_cli_events(endpoint)) >= 3, 10)
+    assert wait_until(lambda: f"queue {good}: delivered" in daemon.log(), 10), daemon.log()
+    assert len(_cli_events(endpoint)) == 3

@@ -46,7 +46,7 @@ def test_start_status_stop(daemon_env: Endpoint, home: Path) -> None:
         text = cli("status")
         assert "received:" in text.stdout and data["client_id"] in text.stdout
         # Its own app:startup event reaches the endpoint.
-        assert daemon_env.wait_for(lambda: any(e["event"] == "app:startup" for e in daemon_env.accepted_events()))
+        assert wait_until(lambda: any(e["event"] == "app:startup" for e in daemon_env.accepted_events()))
         body = next(r.body for r in daemon_env.requests if r.status == 200)
         assert body["clientid"] == data["client_id"]
         assert daemon_env.requests[0].path == "/tevents"
@@ -59,7 +59,7 @@ def test_start_status_stop(daemon_env: Endpoint, home: Path) -> None:
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert not os.path.exists(sock_path)
     assert not os.path.exists(paths.daemon_pid_path())
-    assert daemon_env.wait_for(lambda: any(e["event"] == "app:shutdown" for e in daemon_env.accepted_events()))
+    assert wait_until(lambda: any(e["event"] == "app:shutdown" for e in daemon_env.accepted_events()))
     assert cli("status").returncode == 3
     assert cli("stop").stdout.strip() == "daemon not running"
 
@@ -140,3 +140,33 @@ def test_connections_from_other_users_are_closed(daemon: DaemonProcess) -> None:
         mine.sendall(b'{"type":"ping"}\n')
         assert read_line(mine)["success"] is True  # type: ignore[index]
     assert wait_until(lambda: "closed a connection from uid 65534" in daemon.log(), 5)
+
+
+@pytest.mark.parametrize("trap", ["client_id", "cursor", "segment"])
+def test_a_fifo_in_the_daemons_files_neither_hangs_nor_misleads_it(
+    daemon_env: Endpoint, tmp_path: Path, trap: str
+) -> None:
+    spool = Path(paths.daemon_spool_dir())
+    spool.mkdir(parents=True, mode=0o700)
+    if trap == "client_id":
+        Path(paths.client_id_path()).parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.mkfifo(paths.client_id_path())
+    else:  # a spool with one event waiting, then a FIFO where the daemon reads
+        (spool / "000000000001.jsonl").write_bytes(
+            b'{"uuid":"u1","ts":1,"tslocal":"x","msg":{"type":"telemetry","payload":{"event":"waiting"}}}\n')
+        os.mkfifo(spool / ("cursor" if trap == "cursor" else "000000000002.jsonl"))
+    daemon = DaemonProcess(tmp_path / "d.log")
+    try:
+        daemon.start(timeout=10)  # a daemon stuck opening a FIFO never answers: a hard timeout, then killed
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(os.environ["OX_TELEMETRY_SOCKET"])
+            sock.sendall(b'{"type":"telemetry","payload":{"event":"after"}}\n')
+        assert wait_until(lambda: any(e["event"] == "after" for e in daemon_env.accepted_events()), 10), daemon.log()
+        events = [e["event"] for e in daemon_env.accepted_events()]
+        assert ("waiting" in events) is (trap != "client_id")
+        if trap == "client_id":  # a fresh id, in a regular file now
+            assert stat.S_ISREG(os.lstat(paths.client_id_path()).st_mode)
+            assert status()["client_id"] == Path(paths.client_id_path()).read_text().strip()
+        daemon.stop()
+    finally:
+        daemon.close()

@@ -14,7 +14,8 @@ from ox_telemetry import paths
 from ox_telemetry.daemon import protocol
 from ox_telemetry.daemon.settings import Settings
 from ox_telemetry.daemon.spool import Spool
-from ox_telemetry.daemon.upload import build_body, client_id, parse_go_duration, server_interval
+from ox_telemetry.daemon.spool_sender import build_body, client_id, server_interval
+from ox_telemetry.settings import go_duration
 
 
 def _line(i: int, pad: int = 0) -> bytes:
@@ -134,7 +135,7 @@ def test_tslocal_is_rfc3339_with_offset(monkeypatch: pytest.MonkeyPatch) -> None
      ("5x", None), ("1h 30m", None), ("m", None)],
 )
 def test_go_durations(text: str, seconds: float | None) -> None:
-    assert parse_go_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
+    assert go_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
 
 
 def test_server_interval_is_clamped() -> None:
@@ -184,12 +185,12 @@ class _FakeTransport:
 
 
 def _uploader(tmp_path: Path, transport: _FakeTransport, events: int) -> Any:
-    from ox_telemetry.daemon.upload import Uploader
+    from ox_telemetry.daemon.spool_sender import SpoolSender
 
     spool = Spool(str(tmp_path / "s"))
     spool.open()
     spool.append([protocol.own_event_line("e", {"n": i}) for i in range(events)])
-    return Uploader(spool, transport, "http://x/tevents", "cid", Settings(base=0.01, cap=600))
+    return SpoolSender(spool, transport, "http://x/tevents", "cid", Settings(base=0.01, cap=600))
 
 
 def test_uploader_honours_retry_after_then_delivers(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import typer
 from click.testing import CliRunner as ClickRunner
 from typer.testing import CliRunner as TyperRunner
 
-from loopback import Endpoint
+from loopback import Endpoint, wait_until
 from ox_telemetry import Client, paths
 from ox_telemetry.integrations import argparse as ox_argparse
 from ox_telemetry.integrations.click import instrument, instrument_typer, instrumented
@@ -79,7 +79,7 @@ def test_example_end_to_end(framework: str, endpoint: Endpoint, monkeypatch: pyt
     # Ten events make a batch worth sending: a background uploader may be at work. Let it finish,
     # then send the rest in the foreground.
     spool = JsonlQueue(paths.user_spool_path(endpoint.base_url))
-    assert endpoint.wait_for(lambda: not spool.sender_busy())
+    assert wait_until(lambda: not spool.sender_busy())
 
     flushed = subprocess.run([sys.executable, "-m", "ox_telemetry.cli", "flush"], capture_output=True, text=True,
                              timeout=60, env=dict(os.environ))

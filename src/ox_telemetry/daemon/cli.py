@@ -119,7 +119,7 @@ def run_foreground(verbose: bool) -> int:
     """``run``: serve in this process until stopped, logging to stderr."""
     from .server import Daemon
     from .spool import Spool
-    from .upload import Uploader, client_id
+    from .spool_sender import SpoolSender, client_id
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
@@ -142,8 +142,8 @@ def run_foreground(verbose: bool) -> int:
     spool = Spool(paths.daemon_spool_dir(), tuning.spool_bytes, tuning.segment_bytes)
     try:
         spool.open()
-        uploader = Uploader(spool, UrllibTransport(), settings.daemon_endpoint(), client_id(), tuning)
-        daemon = Daemon(socket_path, uploader)
+        sender = SpoolSender(spool, UrllibTransport(), settings.daemon_endpoint(), client_id(), tuning)
+        daemon = Daemon(socket_path, sender)
         asyncio.run(daemon.serve(sock))
     finally:
         lifecycle.remove_socket(socket_path, inode)

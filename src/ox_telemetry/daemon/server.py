@@ -16,15 +16,13 @@ import os
 import signal
 import socket
 import struct
-import threading
 import time
 from typing import Any
 
 from .. import __version__, consent
-from ..delivery import Delivery
-from ..queue import JsonlQueue
 from ..transport import UrllibTransport
 from . import APP_TYPE
+from .handoff import HandOffPool
 from .protocol import (
     ProtocolError,
     Request,
@@ -36,7 +34,7 @@ from .protocol import (
     spool_line,
     telemetry_error,
 )
-from .upload import Uploader
+from .spool_sender import SpoolSender
 
 log = logging.getLogger("ox_telemetry.daemon")
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -139,13 +137,13 @@ def _refuse(conn: Connection | _OneShot, error: ProtocolError) -> None:
 
 
 class Daemon:
-    """The running daemon: socket server, spool, uploader and queue hand-offs."""
+    """The running daemon: socket server, spool, spool sender and queue hand-offs."""
 
-    def __init__(self, socket_path: str, uploader: Uploader) -> None:
+    def __init__(self, socket_path: str, sender: SpoolSender) -> None:
         self.socket_path = socket_path
-        self.uploader = uploader
-        self.settings = uploader.settings
-        self.spool = uploader.spool  # the uploader sends what the daemon spools
+        self.sender = sender
+        self.settings = sender.settings
+        self.spool = sender.spool  # the sender sends what the daemon spools
         self.connections: set[Connection] = set()
         self._listener: socket.socket | None = None  # read by the loop only while below the connection limit
         self._accepting = False
@@ -154,10 +152,7 @@ class Daemon:
         self.dropped: dict[str, int] = {"invalid": 0, "disk": 0}
         self.started = time.monotonic()
         self._stop_requested: asyncio.Event | None = None
-        self._queue_workers: set[str] = set()  # queues a flush_queue run is sending
-        self._queue_again: set[str] = set()  # queues asked for again while being sent
-        self._queue_lock = threading.Lock()
-        self._threads_stop = threading.Event()  # ends the hand-off deliveries' waits
+        self.handoff = HandOffPool(UrllibTransport)  # other processes' queues, sent in threads
 
     # -- ingest ------------------------------------------------------------------
 
@@ -208,7 +203,7 @@ class Daemon:
             self.dropped["disk"] += len(events)
             return
         self.received += len(events)
-        self.uploader.notify()
+        self.sender.notify()
 
     def add_own_event(self, event: str) -> None:
         """Spool an event of the daemon's own (counted as received like any other)."""
@@ -235,7 +230,12 @@ class Daemon:
             conn.waiting += 1
             asyncio.get_running_loop().create_task(self._flush(conn))
         elif kind == "flush_queue":
-            self._hand_off(request.payload)
+            try:
+                self._hand_off(request.payload)
+            except OSError as exc:  # a path that is no queue of this user's: refused, counted
+                log.warning("refused to send a queue: %s", exc)
+                conn.reply(answer(False, f"flush_queue: {exc}"))
+                return
             conn.reply(answer(True))
 
     async def _flush(self, conn: Connection | _OneShot) -> None:
@@ -243,9 +243,9 @@ class Daemon:
             if self._stop_requested is not None and self._stop_requested.is_set():
                 conn.reply(answer(False, "daemon is stopping"))
                 return
-            empty = await self.uploader.send()
+            empty = await self.sender.send()
             data = {k: v for k, v in self.status().items() if k in ("received", "delivered", "spooled", "dropped")}
-            conn.reply(answer(empty, None if empty else self.uploader.last_error or "not delivered", data))
+            conn.reply(answer(empty, None if empty else self.sender.last_error or "not delivered", data))
         finally:
             conn.waiting -= 1
 
@@ -254,46 +254,18 @@ class Daemon:
         if not consent.decide().enabled:  # the user opted out since that CLI recorded: leave its queue alone
             log.debug("not sending queue %s: telemetry is turned off", path)
             return
-        with self._queue_lock:
-            if path in self._queue_workers:  # a worker removes itself, under this lock, as it ends
-                # That queue is being sent. Its run may be past its last claim, so it is told to run
-                # once more: events appended since are then not left waiting for the next CLI.
-                self._queue_again.add(path)
-                return
-        delivery = Delivery(
-            JsonlQueue(path), UrllibTransport(), payload["url"], str(payload.get("cli_version", "")),
-            wait=self._threads_stop.wait,
-        )
-
-        def run() -> None:
-            while True:
-                try:
-                    outcome = delivery.run()
-                    log.debug("queue %s: %s", path, outcome)
-                except Exception as exc:  # a bad queue must not end the daemon
-                    log.warning("sending queue %s failed: %r", path, exc)
-                    outcome = "failed"
-                with self._queue_lock:
-                    again = path in self._queue_again and outcome == "delivered"
-                    self._queue_again.discard(path)
-                    if not again:
-                        self._queue_workers.discard(path)
-                        return
-
-        with self._queue_lock:
-            self._queue_workers.add(path)
-        threading.Thread(target=run, name="ox-telemetry-queue", daemon=True).start()
+        self.handoff.take(path, payload["url"], str(payload.get("cli_version", "")))
 
     def status(self) -> dict[str, Any]:
         """The ``status`` answer's data."""
-        dropped = {**self.dropped, **self.uploader.dropped, "spool_full": self.spool.dropped}
+        dropped = {**self.dropped, **self.sender.dropped, "spool_full": self.spool.dropped}
         return {
             "pid": os.getpid(), "version": __version__, "uptime_s": round(time.monotonic() - self.started, 3),
-            "socket": self.socket_path, "client_id": self.uploader.clientid,
-            **self.uploader.status(),
+            "socket": self.socket_path, "client_id": self.sender.clientid,
+            **self.sender.status(),
             "received": self.received, "spooled": self.spool.pending, "dropped": dropped,
             "connections": len(self.connections),
-            "queues_in_flight": len(self._queue_workers),
+            "queues_in_flight": self.handoff.in_flight(), "queues_refused": self.handoff.refused,
         }
 
     # -- accepting ----------------------------------------------------------------------
@@ -401,23 +373,23 @@ class Daemon:
         self._listener = sock
         self._start_accepting()
         self.add_own_event("app:startup")
-        sender = loop.create_task(self.uploader.run())
+        sending = loop.create_task(self.sender.run())
         sweeper = loop.create_task(self._close_idle())
-        log.info("listening on %s, sending to %s every %.3g s", self.socket_path, self.uploader.url,
-                 self.uploader.interval)
+        log.info("listening on %s, sending to %s every %.3g s", self.socket_path, self.sender.url,
+                 self.sender.interval)
         await self._stop_requested.wait()
         log.info("stopping")
         self._stop_accepting()
         sweeper.cancel()
-        self.uploader.stop()
+        self.sender.stop()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()  # answers already written go out first
-        self._threads_stop.set()
+        self.handoff.stop()
         self.add_own_event("app:shutdown")
         # A last send, bounded, and not against a backoff or Retry-After: what does
         # not make it waits in the spool for the next start.
-        final = [sender] if self.uploader.in_backoff() else [sender, self.uploader.send()]
+        final = [sending] if self.sender.in_backoff() else [sending, self.sender.send()]
         try:
             await asyncio.wait_for(asyncio.gather(*final), self.settings.stop_grace)
         except (asyncio.TimeoutError, OSError) as exc:

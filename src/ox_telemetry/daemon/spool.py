@@ -24,10 +24,14 @@ batch and the cursor update sends that batch again, with the same uuids.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
-from ..files import CLOEXEC, write_atomic
+from .. import files
+from ..files import write_atomic
+
+log = logging.getLogger("ox_telemetry.daemon")
 
 _SUFFIX = ".jsonl"
 
@@ -62,6 +66,7 @@ class Spool:
         self._done = 0  # lines of the cursor segment before the offset
         self._fd = -1  # the newest segment, open for appends
         self._pinned = -1  # segment of the batch being sent: never dropped under it
+        self._highest = 0  # the highest segment number found on disk, usable or not: never reused
 
     # -- opening -------------------------------------------------------------
 
@@ -72,10 +77,16 @@ class Spool:
             int(name[: -len(_SUFFIX)]) for name in os.listdir(self.directory)
             if name.endswith(_SUFFIX) and name[: -len(_SUFFIX)].isdigit()
         )
+        self._highest = max(numbers, default=0)
         data = b""
         for number in numbers:
-            with open(self._path(number), "rb") as f:
-                data = f.read()
+            try:
+                # Bounded, never through a link, never blocking on a FIFO: the entries of our directory may not be ours.
+                data = files.read(self._path(number), 2 * self.max_bytes)
+            except files.UnsafeFile as exc:
+                log.warning("ignoring a spool segment: %s", exc)
+                data = b""
+                continue
             self._segments.append(_Segment(number, len(data), data.count(b"\n")))
         if data and not data.endswith(b"\n"):
             # The newest segment ends in a line torn by a crash: closed off here, then skipped as malformed when read.
@@ -90,8 +101,7 @@ class Spool:
     def _load_cursor(self) -> None:
         number, offset = 0, 0
         try:
-            with open(os.path.join(self.directory, "cursor"), "rb") as f:
-                first, _, second = f.read(64).strip().partition(b" ")
+            first, _, second = files.read(os.path.join(self.directory, "cursor"), 64).strip().partition(b" ")
             number, offset = int(first), int(second)
         except (OSError, ValueError):
             pass
@@ -102,8 +112,7 @@ class Spool:
         if self._segments:
             first_segment = self._segments[0]
             offset = min(offset, first_segment.size)
-            with open(self._path(first_segment.number), "rb") as f:
-                self._done = f.read(offset).count(b"\n")
+            self._done = files.read(self._path(first_segment.number), offset).count(b"\n")
             self._cursor = (first_segment.number, offset)
         else:
             self._done = 0
@@ -117,7 +126,7 @@ class Spool:
             return
         data = b"\n".join(lines) + b"\n"
         if not self._segments or self._segments[-1].size >= self.segment_bytes:
-            number = self._segments[-1].number + 1 if self._segments else self._cursor[0] + 1
+            number = max(self._segments[-1].number if self._segments else self._cursor[0], self._highest) + 1
             self._segments.append(_Segment(number, 0, 0))
             if len(self._segments) == 1:
                 self._cursor, self._done = (number, 0), 0
@@ -140,7 +149,7 @@ class Spool:
 
     def _open_fd(self, number: int) -> None:
         self.close()
-        self._fd = os.open(self._path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT | CLOEXEC, 0o600)
+        self._fd = files.open_regular(self._path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     def _drop_oldest(self) -> None:
         # Never the newest segment (being written) nor the one under a batch in flight.
@@ -178,7 +187,7 @@ class Spool:
         return None
 
     def _read_lines(self, segment: _Segment, offset: int, max_events: int, max_bytes: int) -> tuple[list[bytes], int]:
-        with open(self._path(segment.number), "rb") as f:
+        with os.fdopen(files.open_regular(self._path(segment.number), os.O_RDONLY), "rb") as f:
             f.seek(offset)
             data = f.read(min(max_bytes, segment.size - offset))
             while b"\n" not in data and offset + len(data) < segment.size:

@@ -3,29 +3,29 @@
 Simulated users run CLI sessions (commands with plausible durations and
 error rates, logins, guidance fetches, coworkers) on a mix of versions,
 platforms and coding agents; their daemons report start-ups and syncs. The
-history is posted as the wire formats say (gzip Batches to
-``/api/v1/telemetry``, uploads to ``/tevents``); then one live session is
-recorded with the client library itself (``ox_telemetry.Client``).
+history is posted as the wire formats say (Batches to ``/api/v1/telemetry``,
+uploads to ``/tevents``) through the senders' own code
+(:mod:`ox_telemetry.sending`); then one live session is recorded with the
+client library itself (``ox_telemetry.Client``).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import random
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .. import retry, wire
-from .._time import format_rfc3339
-from ..wire import Batch, Event
+from . import __version__, sending, wire
+from ._time import format_rfc3339
+from .daemon.spool_sender import upload_body
+from .transport import UrllibTransport
+from .wire import Batch, Event
 
 # command -> (median duration ms, error rate)
 COMMANDS = {
@@ -131,30 +131,33 @@ def daemon_upload(rng: random.Random, user: User, now: datetime, days: float, co
             "event": rng.choice(DAEMON_EVENTS),
             "props": {"app_type": "ox-daemon", "app_version": user.version, "os": user.os, "arch": user.arch},
         })
-    return json.dumps({"clientid": user.client_id, "events": events}).encode()
+    return upload_body(user.client_id, events)
 
 
-def post(url: str, body: bytes, headers: dict[str, str]) -> dict[str, object]:
-    """POST gzip JSON; the decoded answer. Retries 429/503 as the wire contract says."""
-    data = gzip.compress(body)
-    for _ in range(10):
-        request = urllib.request.Request(url, data, {
-            "Content-Type": "application/json", "Content-Encoding": "gzip", **headers,
-        })
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                answer: dict[str, object] = json.loads(response.read())
-                return answer
-        except urllib.error.HTTPError as exc:
-            if exc.code not in (429, 503):
-                raise
-            time.sleep(min(5.0, retry.parse_retry_after(exc.headers.get("Retry-After")) or 1.0))
-    raise RuntimeError(f"{url} kept answering 429/503")
+class CollectorError(OSError):
+    """The collector could not be reached, or refused a body for good."""
+
+
+#: How long one body is retried (429, 503, a network error) before the demo gives up.
+RETRY_SECONDS = 30.0
+
+
+def post(endpoint: sending.Endpoint, body: bytes) -> dict[str, object]:
+    """POST a JSON body as every sender does (gzip, 415, Retry-After, backoff); the decoded answer."""
+    backoff = sending.Backoff(0.5, 5.0)
+    reply, _ = sending.send_with_retries(endpoint, body, backoff, time.monotonic() + RETRY_SECONDS, sending.sleep)
+    if reply.kind != sending.DELIVERED:
+        raise CollectorError(f"{endpoint.url} answered {reply.error}")
+    try:
+        answer: dict[str, object] = json.loads(reply.body)
+    except ValueError:
+        raise CollectorError(f"{endpoint.url} answered something that is not JSON") from None
+    return answer
 
 
 def live_session(base_url: str) -> int:
     """Record one short session with the client library; how many commands it tracked."""
-    from .. import Client
+    from . import Client
 
     client = Client(f"demo-live-{uuid.uuid4().hex[:8]}", base_url=base_url, version="0.5.1")
     if not client.is_enabled():
@@ -178,6 +181,10 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     base = args.url.rstrip("/")
     headers = {"Authorization": f"Bearer {args.write_key}"} if args.write_key else {}
+    transport = UrllibTransport()
+    agent = f"ox-telemetry-demo/{__version__}"
+    cli = sending.Endpoint(transport, base + "/api/v1/telemetry", agent, 30.0, headers=headers)
+    daemon = sending.Endpoint(transport, base + "/tevents", agent, 30.0, headers=headers)
     rng = random.Random(args.seed)
     now = datetime.now(timezone.utc)
     sent = rejected = 0
@@ -187,16 +194,16 @@ def main(argv: list[str]) -> int:
             key = f"{user.version}|{user.os}|{user.arch}"
             pending.setdefault(key, []).extend(events)
             if len(pending[key]) >= 100:
-                sent_now, rejected_now = _send(base, pending.pop(key), key, headers)
+                sent_now, rejected_now = _send(cli, pending.pop(key), key)
                 sent, rejected = sent + sent_now, rejected + rejected_now
         for key, events in pending.items():
-            sent_now, rejected_now = _send(base, events, key, headers)
+            sent_now, rejected_now = _send(cli, events, key)
             sent, rejected = sent + sent_now, rejected + rejected_now
         daemon_sent = 0
         for user in [User(rng) for _ in range(15)]:
-            answer = post(base + "/tevents", daemon_upload(rng, user, now, args.days, 40), headers)
+            answer = post(daemon, daemon_upload(rng, user, now, args.days, 40))
             daemon_sent += int(answer["accepted"])  # type: ignore[call-overload]
-    except (OSError, urllib.error.URLError) as exc:
+    except OSError as exc:
         print(f"ox-telemetry demo: cannot reach the collector at {base}: {exc}", file=sys.stderr)
         return 1
     print(f"sent {sent} CLI events and {daemon_sent} daemon events over the last {args.days:g} days "
@@ -212,12 +219,12 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _send(base: str, events: list[Event], key: str, headers: dict[str, str]) -> tuple[int, int]:
+def _send(endpoint: sending.Endpoint, events: list[Event], key: str) -> tuple[int, int]:
     version, system, arch = key.split("|")
     sent = rejected = 0
     for i in range(0, len(events), 100):
         body = Batch(events[i:i + 100], version, system, arch, datetime.now(timezone.utc)).to_json().encode()
-        answer = post(base + "/api/v1/telemetry", body, headers)
+        answer = post(endpoint, body)
         sent += int(answer["accepted"])  # type: ignore[call-overload]
         rejected += len(answer["rejected"])  # type: ignore[arg-type]
     return sent, rejected

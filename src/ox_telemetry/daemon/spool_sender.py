@@ -1,6 +1,6 @@
-"""Sending the spool to the ``/tevents`` endpoint (CONTRACT.md section 3).
+"""The daemon's spool sender: the spool to the ``/tevents`` endpoint (CONTRACT.md section 3), on schedule.
 
-Batches of at most 500 events, gzip bodies, exponential backoff with full
+Batches of at most 500 events, gzip bodies (see :mod:`ox_telemetry.sending`), exponential backoff with full
 jitter (cap 10 minutes) on network errors, 408, 429 and 5xx, never sooner
 than ``Retry-After``; any other 4xx drops that batch (counted as
 ``rejected``). When the user has opted out (CONTRACT.md section 4, the
@@ -19,81 +19,64 @@ import asyncio
 import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
-from .. import __version__, _jsonlite, _time, consent, paths, retry
+from .. import __version__, _jsonlite, _time, consent, files, paths, sending
 from .._jsonlite import MAX_DEPTH
-from ..files import write_atomic
 from ..scrub import scrub_value
-from ..transport import Transport, header, post_json
+from ..settings import client_id_override, go_duration
+from ..transport import Transport
 from .settings import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Settings
 from .spool import Spool
 
 log = logging.getLogger("ox_telemetry.daemon")
 T = TypeVar("T")
 
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def parse_go_duration(text: str) -> float | None:
-    """Seconds in a Go duration string (``90s``, ``1h30m``, ``1.5h``, ``300ms``); None when malformed or negative."""
-    text = text.strip()
-    if text in ("0", "+0"):
-        return 0.0
-    if text.startswith("-"):
-        return None
-    text = text.removeprefix("+")
-    if not text:
-        return None
-    total, pos = 0.0, 0
-    while pos < len(text):
-        match = _GO_PART.match(text, pos)
-        if match is None:
-            return None
-        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
-        pos = match.end()
-    return total
-
-
 def server_interval(value: str | None) -> float | None:
     """The send interval an ``X-SageOx-Interval`` header asks for, clamped to 10 s … 24 h; None when absent or bad."""
     if value is None:
         return None
-    seconds = parse_go_duration(value)
+    seconds = go_duration(value)
     if seconds is None:
         return None
     return min(MAX_SERVER_INTERVAL, max(MIN_SERVER_INTERVAL, seconds))
 
 
 def client_id() -> str:
-    """``$SAGEOX_CLIENT_ID``, else the client-id file, created (a UUIDv4, mode 0600) when missing or unreadable."""
-    explicit = os.environ.get("SAGEOX_CLIENT_ID", "").strip()
+    """``$SAGEOX_CLIENT_ID``, else the client-id file, created (a UUIDv4, mode 0600) when missing or unreadable.
+
+    The file is read like every file in the state dir: never through a link,
+    never blocking on a FIFO, at most 128 bytes.
+    """
+    explicit = client_id_override()
     if explicit:
         return explicit
     path = paths.client_id_path()
     try:
-        with open(path, encoding="utf-8") as f:
-            return str(uuid.UUID(f.read(128).strip()))
-    except (OSError, ValueError):
+        return str(uuid.UUID(files.read(path, 128).decode("ascii").strip()))
+    except (OSError, ValueError):  # also UnicodeDecodeError, and a FIFO or link refused
         pass
     value = str(uuid.uuid4())
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        write_atomic(path, (value + "\n").encode("ascii"))
+        files.write_atomic(path, (value + "\n").encode("ascii"))
     except OSError as exc:  # still usable for this run
         log.warning("could not save the client id to %s: %s", path, exc)
     return value
 
 
+def upload_body(clientid: str, events: list[dict[str, Any]]) -> bytes:
+    """A ``/tevents`` upload body (CONTRACT.md section 3): how the daemon and ``demo`` both build one."""
+    return json.dumps({"clientid": clientid, "events": events}, separators=(",", ":")).encode("utf-8")
+
+
 def build_body(clientid: str, lines: list[bytes]) -> tuple[bytes, int]:
-    """The JSON body for spool ``lines`` and how many events it holds (malformed lines are skipped)."""
+    """The upload body for spool ``lines`` and how many events it holds (malformed lines are skipped)."""
     events = []
     for line in lines:
         try:
@@ -107,8 +90,7 @@ def build_body(clientid: str, lines: list[bytes]) -> tuple[bytes, int]:
             })
         except Exception as exc:  # whatever one line holds, it costs only itself
             log.debug("skipping a malformed spool line: %r", exc)
-    body = json.dumps({"clientid": clientid, "events": events}, separators=(",", ":"))
-    return body.encode("utf-8"), len(events)
+    return upload_body(clientid, events), len(events)
 
 
 async def in_thread(fn: Callable[[], T]) -> T:
@@ -135,33 +117,24 @@ async def in_thread(fn: Callable[[], T]) -> T:
     return await future
 
 
-class _Reply(NamedTuple):
-    status: int | None  # None: the network (or the transport) failed
-    error: str
-    retry_after: float | None = None
-    interval: float | None = None
-
-
-class Uploader:
+class SpoolSender:
     """Sends the spool on schedule, early when events pile up, and on request; keeps the delivery counters."""
 
     def __init__(self, spool: Spool, transport: Transport, url: str, clientid: str, settings: Settings) -> None:
         self.spool = spool
-        self.transport = transport
         self.url = url
         self.clientid = clientid
         self.settings = settings
+        self.endpoint = sending.Endpoint(transport, url, f"ox-telemetry-daemon/{__version__}", settings.timeout)
         self.interval = settings.interval
         self.delivered = 0
         self.dropped: dict[str, int] = {"rejected": 0, "malformed": 0, "opted_out": 0}
-        self.requests = 0
         self.last_error = ""
         self.last_success = ""
-        self._attempt = 0  # failed attempts in a row
+        self._backoff = sending.Backoff(settings.base, settings.cap)
         self._next_attempt = 0.0  # monotonic time before which only a flush sends
         self._next_regular = time.monotonic() + self.interval
         self._last_early = float("-inf")
-        self._plain = False  # the endpoint refused gzip (415)
         self._sleep_until = float("inf")  # when the send loop wakes up by itself
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -233,17 +206,19 @@ class Uploader:
                 if reply is None:  # not one event in it: nothing to send
                     self.spool.commit(batch)
                     continue
-                if reply.interval is not None and reply.interval != self.interval:
-                    log.info("endpoint set the send interval to %.0f s", reply.interval)
-                    self.interval = reply.interval
+                interval = server_interval(reply.header("X-SageOx-Interval"))
+                if interval is not None and interval != self.interval:
+                    log.info("endpoint set the send interval to %.0f s", interval)
+                    self.interval = interval
                     self._next_regular = time.monotonic() + self.interval
-                if reply.status is not None and retry.is_success(reply.status):
+                if reply.kind == sending.DELIVERED:
                     self.spool.commit(batch)
                     self.delivered += count
-                    self._attempt, self._next_attempt = 0, 0.0
+                    self._backoff.reset()
+                    self._next_attempt = 0.0
                     self.last_success = _time.now_rfc3339()
                     continue
-                if reply.status is not None and not retry.is_retryable(reply.status):
+                if reply.kind == sending.REFUSED:
                     log.warning("endpoint refused a batch of %d events with HTTP %d; dropped", count, reply.status)
                     self.spool.commit(batch)
                     self.dropped["rejected"] += count
@@ -251,40 +226,21 @@ class Uploader:
                     continue
                 self.spool.unpin()
                 self.last_error = reply.error
-                delay = retry.backoff_delay(self._attempt, self.settings.base, self.settings.cap, reply.retry_after)
-                self._attempt += 1
+                delay = self._backoff.next_delay(reply.retry_after)
                 self._next_attempt = time.monotonic() + delay
                 log.info("send failed (%s); next attempt in %.2f s", reply.error, delay)
                 return False
 
-    def _deliver(self, lines: list[bytes]) -> tuple[int, _Reply | None]:
+    def _deliver(self, lines: list[bytes]) -> tuple[int, sending.Reply | None]:
         # In a worker thread: the body built and sent in one trip. None for a batch without one good event.
         body, count = build_body(self.clientid, lines)
-        return count, self._post(body) if count else None
-
-    def _post(self, body: bytes) -> _Reply:
-        while True:  # once more, without gzip, after a 415
-            compress = not self._plain
-            self.requests += 1
-            try:
-                response = post_json(self.transport, self.url, body, f"ox-telemetry-daemon/{__version__}",
-                                     self.settings.timeout, compress)
-                status = int(response.status)
-            except Exception as exc:  # OSError is the network; anything else a broken transport
-                return _Reply(None, f"network: {exc.__class__.__name__}: {exc}"[:300])
-            if status == 415 and compress:
-                self._plain = True
-                continue
-            return _Reply(
-                status, f"HTTP {status}", retry.parse_retry_after(header(response, "Retry-After")),
-                server_interval(header(response, "X-SageOx-Interval")),
-            )
+        return count, self.endpoint.post(body) if count else None
 
     def status(self) -> dict[str, Any]:
         """The delivery part of the daemon's status."""
         backoff = max(0.0, self._next_attempt - time.monotonic())
         return {
             "endpoint": self.url, "interval_s": self.interval, "delivered": self.delivered,
-            "requests": self.requests, "last_error": self.last_error or None,
+            "requests": self.endpoint.requests, "last_error": self.last_error or None,
             "last_success": self.last_success or None, "backoff_s": round(backoff, 3),
         }
