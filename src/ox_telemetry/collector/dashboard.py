@@ -92,7 +92,8 @@ PAGE = r"""<!doctype html>
   th, td { text-align: left; padding: 5px 6px; border-bottom: 1px solid var(--line); overflow-wrap: anywhere;
            vertical-align: top; }
   th { color: var(--muted); font-weight: normal; }
-  th.n, td.n { text-align: right; width: 5em; }
+  th:first-child { width: 40%; }
+  th.n, td.n { text-align: right; width: 4.5em; }
   p.note { color: var(--muted); margin: 8px 0; }
   @media (max-width: 600px) {
     header, main { padding-left: 10px; padding-right: 10px; }
