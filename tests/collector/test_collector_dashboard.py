@@ -238,8 +238,8 @@ def test_clicking_a_bar_filters_the_page_and_the_url_keeps_it(filled: tuple[Serv
     canned.asked.clear()
     reload_after(page, bar.click)
     assert parse_qs(urlsplit(page.url).query) == {"command": ["sync"]}
-    assert page.locator("#filters .chip").all_inner_texts() == ["command:sync\n\u00d7"] or \
-        page.locator("#filters .chip[data-dim=command] b").inner_text() == "sync"
+    assert page.locator("#filters .chip").count() == 1
+    assert page.locator("#filters .chip[data-dim=command] b").inner_text() == "sync"
     asked = {path for path, q in canned.asked if q.get("command") == "sync"}
     assert asked == {"/api/v1/stats", "/api/v1/installs", "/api/v1/errors"}
     assert all(q.get("command") == "sync" for _, q in canned.asked)
