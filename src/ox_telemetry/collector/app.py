@@ -22,7 +22,7 @@ from . import ingest
 from .access import COOKIE, Access, BrowserGuard
 from .body import InFlight, is_gzip, read_body
 from .config import Config
-from .dashboard import PAGE
+from .dashboard import PAGE, favicon
 from .errors import RequestError, retry_after
 from .metrics import Metrics
 from .openapi import DOCUMENT
@@ -357,6 +357,7 @@ def create_app(collector: Collector) -> Starlette:
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in ingest_endpoints.items()),
         Route("/api/v1/stats", collector.stats, methods=["GET"]),
         Route("/", collector.page, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
         Route("/healthz", collector.healthz, methods=["GET"]),
         Route("/metrics", collector.metrics_text, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

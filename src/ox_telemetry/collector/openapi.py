@@ -195,6 +195,10 @@ DOCUMENT: dict[str, Any] = {
             },
         }},
         "/metrics": _read("Prometheus metrics.", {"text/plain": {"schema": {"type": "string"}}}),
+        "/favicon.ico": {"get": {
+            "summary": "The dashboard's icon (no read token needed).",
+            "responses": {"200": {"description": "The icon.", "content": {"image/x-icon": {}}}, **_GUARD},
+        }},
         "/openapi.json": {"get": {
             "summary": "This document.",
             "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_GUARD},
