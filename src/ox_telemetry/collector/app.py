@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -36,6 +37,8 @@ log = logging.getLogger("ox_telemetry.collector")
 #: Bodies larger than this are parsed on a worker thread, so the event loop keeps serving.
 _OFFLOAD_BYTES = 1024 * 1024
 _STORE_RETRY_S = 5
+#: How long /healthz waits for the store: under the few seconds load balancers give a check.
+HEALTH_TIMEOUT_S = 2.0
 _PARSE_HOLDS = 4  # bytes held while parsing, in body sizes: a 20 MiB body peaked at 60 MiB (3), and a margin
 _ENDPOINTS = {
     "/api/v1/telemetry": "telemetry", "/tevents": "tevents", "/api/v1/stats": "stats", "/": "dashboard",
@@ -206,14 +209,39 @@ class Collector:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def healthz(self, request: Request) -> Response:
-        """``GET /healthz``: the writer runs and the store answers."""
+        """``GET /healthz``, a load balancer's check: 200 only while the writer runs and the store answers within
+        HEALTH_TIMEOUT_S, so a collector whose database hangs is taken out of rotation instead of holding the
+        check (and its clients) until the balancer's own timeout."""
         if not self.writer.alive():
-            return json_response({"error": "the writer is not running", "code": "unhealthy"}, 503)
+            return json_response({"error": "the writer is not running", "code": "writer_down"}, 503)
+        check = asyncio.ensure_future(self.storage.ping())
         try:
-            await run_in_threadpool(self.storage.query, "SELECT 1")
+            # Not wait_for alone: it waits for the cancelled check to end, and a query cancelled in psycopg first
+            # asks the server to cancel it, which a hung server never answers (10 s).
+            await asyncio.wait_for(asyncio.shield(check), HEALTH_TIMEOUT_S)
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+            _abandon(check)
+            return json_response({"error": f"the store did not answer within {HEALTH_TIMEOUT_S:g} s",
+                                  "code": "store_timeout"}, 503)
         except StorageError as exc:
-            return json_response({"error": str(exc), "code": "unhealthy"}, 503)
+            return json_response({"error": str(exc), "code": "store_unavailable"}, 503)
         return json_response({"status": "ok", "store": self.storage.dialect, "queued": self.writer.queued_rows})
+
+
+_ABANDONED: set[asyncio.Future[None]] = set()  # held until they end: the loop keeps only weak references
+
+
+def _abandon(check: asyncio.Future[None]) -> None:
+    """Cancel ``check`` and let it end in the background, its outcome read so none is logged as lost."""
+    _ABANDONED.add(check)
+    check.add_done_callback(_forget)
+    check.cancel()
+
+
+def _forget(check: asyncio.Future[None]) -> None:
+    _ABANDONED.discard(check)
+    if not check.cancelled():
+        check.exception()
 
 
 def check_json(content_type: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from abc import ABC, abstractmethod
@@ -126,6 +127,10 @@ class Storage(ABC):
     @abstractmethod
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """Run a read-only statement written with ``:name`` placeholders."""
+
+    async def ping(self) -> None:
+        """Raise StorageError unless the store answers a trivial query; the caller bounds the wait (``/healthz``)."""
+        await asyncio.to_thread(self.query, "SELECT 1")
 
     @abstractmethod
     def close(self) -> None:

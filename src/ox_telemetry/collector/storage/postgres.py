@@ -8,6 +8,7 @@ rollups, all in one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from .schema import (
     DAEMON_NAMES,
     LEVEL_NAMES,
     LEVELS,
+    Key,
     Row,
     SchemaTooNew,
     migrate,
@@ -86,6 +88,8 @@ class PostgresStorage(Storage):
     def __init__(self, url: str) -> None:
         self.url = url
         self._writer: psycopg.Connection[Any] | None = None
+        self._health: psycopg.AsyncConnection[Any] | None = None
+        self._health_lock = asyncio.Lock()
         try:
             self._migrate()
         except (psycopg.Error, SchemaTooNew) as exc:
@@ -124,11 +128,16 @@ class PostgresStorage(Storage):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _write_once(self, jobs: Sequence[WriteJob]) -> list[int]:
+        # Requests in the order of their first event's key, each request's rows as they came: two collectors
+        # that both got the same redelivered requests then insert them in one order and wait for each other
+        # without a cycle (a deadlock: PostgreSQL takes a second to find one, then a writer starts again).
+        order = sorted(range(len(jobs)), key=lambda i: _first_key(jobs[i]))
+        ordered = [jobs[i] for i in order]
         conn = self._writer_connection()
         with conn.transaction(), conn.cursor() as cur:
-            client = _store(cur, *_STEPS[0], [job.client for job in jobs])
-            daemon = _store(cur, *_STEPS[1], [job.daemon for job in jobs])
-            stored = [job.stored(c, d) for job, c, d in zip(jobs, client, daemon, strict=True)]
+            client = _store(cur, *_STEPS[0], [job.client for job in ordered])
+            daemon = _store(cur, *_STEPS[1], [job.daemon for job in ordered])
+            stored = [job.stored(c, d) for job, c, d in zip(ordered, client, daemon, strict=True)]
             with conn.pipeline():
                 for level, (count_rows, duration_rows) in rollup_of(t for _, t in stored).rows().items():
                     counts_sql, durations_sql = _UPSERTS[level]
@@ -136,7 +145,10 @@ class PostgresStorage(Storage):
                         cur.execute(counts_sql, _columns(count_rows))
                     if duration_rows:
                         cur.execute(durations_sql, _columns(duration_rows))
-        return [count for count, _ in stored]
+        counts = [0] * len(jobs)
+        for i, (count, _) in zip(order, stored, strict=True):
+            counts[i] = count
+        return counts
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """See :meth:`Storage.query`."""
@@ -147,8 +159,30 @@ class PostgresStorage(Storage):
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL query failed: {exc}") from exc
 
+    async def ping(self) -> None:
+        """See :meth:`Storage.ping`: on a connection of its own, kept open (a check still passes when PostgreSQL
+        refuses new connections but serves this collector's), and asynchronous, so the caller's timeout abandons
+        a store that does not answer; a blocked thread could not be abandoned, and each check would leave one."""
+        async with self._health_lock:
+            try:
+                if self._health is None or self._health.closed or self._health.broken:
+                    self._health = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
+                                                                         connect_timeout=10)
+                await self._health.execute("SELECT 1")
+            except BaseException as exc:  # psycopg.Error, or cancelled by the timeout mid-query
+                self._close_health()
+                if isinstance(exc, psycopg.Error):
+                    raise StoreUnavailable(f"PostgreSQL does not answer: {exc}") from exc
+                raise
+
+    def _close_health(self) -> None:
+        if self._health is not None:
+            self._health.pgconn.finish()  # what AsyncConnection.close does, callable from any thread
+            self._health = None
+
     def close(self) -> None:
         """See :meth:`Storage.close`."""
+        self._close_health()
         self._readers.close()
         if self._writer is not None:
             self._writer.close()
@@ -174,6 +208,12 @@ def _store(cur: psycopg.Cursor[Any], copy_statement: str, move: str, packs: list
             new = {(t, k) for t, k in keys if k is not None}
             return [new_rows(pack_rows, new) for pack_rows in rows]
     return [None] * len(packs)
+
+
+def _first_key(job: WriteJob) -> Key:
+    """The identity of a job's first event that has one; (0, "") for a job of events without ids."""
+    keys = job.client.keys or job.daemon.keys
+    return keys[0] if keys else (0, "")
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
