@@ -76,8 +76,10 @@ def test_mode_writes_both_keys_and_enable_disable_keep_them_in_step(home: Path, 
     ox("enable", cwd=project)
     assert _config(home).read_text() == "# mine\ntheme: dark\ntelemetry_enabled: true  # yes\ntelemetry_mode: on\n"
     ox("mode", "local", cwd=project)
+    LocalRecord().append(b'{"type":"x"}')
     ox("disable", cwd=project)
     assert consent.read_user_mode() == "off"
+    assert LocalRecord().paths() == []  # off: the local record goes with the rest
     assert ox("mode", cwd=project).stdout.strip() == "off (decided by: user config)"
     ox("mode", "on", cwd=project)
     assert consent.read_user_mode() == "on"
