@@ -10,7 +10,10 @@ Where events go, once recorded:
 - with a ``project_root`` (an initialised project): the project's file queue;
 - otherwise: a bounded in-memory list, spilled by :meth:`Client.flush` or
   :meth:`Client.stop` to a per-user spool file (one per endpoint);
-- with ``OX_TELEMETRY_DEBUG=1``: stderr, one JSON line each, and nowhere else.
+- with ``OX_TELEMETRY_DEBUG=1``: stderr, one JSON line each, and nowhere else;
+- in local mode (the user's ``ox-telemetry mode local``): the user's local
+  record (:mod:`ox_telemetry.local_record`), and nowhere else: no queue, no
+  spool, no uploader, no daemon.
 
 Sending happens in :mod:`ox_telemetry.background`, never on the caller's thread.
 """
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 
     from .background import ThreadSender
     from .consent import Decision
+    from .local_record import LocalRecord
     from .queue import FileQueue, JsonlQueue
     from .stats import Stats
     from .transport import Transport
@@ -75,6 +79,8 @@ class Client:
         self._queue: FileQueue | None = None
         self._spool: JsonlQueue | None = None
         self._sender: ThreadSender | None = None
+        self._record: LocalRecord | None = None  # local mode: where events go instead of a queue
+        self._sends = False  # events go to a queue and on to the endpoint (neither debug nor local)
         self._defaults: dict[str, object] = {"api_endpoint": self.base_url}
         self._debug = False
         self._ci: str | None = None
@@ -95,7 +101,13 @@ class Client:
             if self._decision.enabled and not self._debug:
                 # Imported now, not by the first track(): a fork while another thread imports
                 # the queue module would leave the child waiting on that import's lock for ever.
-                self._file_queue()
+                if self._decision.local:
+                    from . import local_record
+
+                    self._record = local_record.LocalRecord()
+                else:
+                    self._sends = True
+                    self._file_queue()
         except Exception as exc:
             from .consent import Decision
 
@@ -163,7 +175,7 @@ class Client:
 
     def start(self) -> None:
         """Begin background work: send what earlier runs left queued, if it is time."""
-        if not self._decision.enabled or self._debug:
+        if not self._sends:
             return
         try:
             self._kick_all(force=False)
@@ -177,7 +189,9 @@ class Client:
         try:
             with self._own_lock():
                 self._stopped = True
-            if not self._debug:
+            if self._record is not None:
+                self._record.close()
+            if self._sends:
                 self._spill()
                 self._kick_all(force=False)
             if self._sender is not None:
@@ -204,6 +218,9 @@ class Client:
             line = self._encode(event)
             if line is None:
                 return
+            if self._record is not None:
+                self._record.append(line)  # local mode: kept here, and nowhere else
+                return
             queue = self._queue or self._file_queue()
             if queue is not None and queue.writable():
                 try:
@@ -218,6 +235,9 @@ class Client:
     def track_async(self, event: Event) -> None:
         """Send one event now, in the background (kept on disk until delivered)."""
         if not self._decision.enabled:
+            return
+        if self._record is not None:
+            self.track(event)  # local mode: recorded like any other, sent never
             return
         try:
             line = self._encode(event)
@@ -259,7 +279,7 @@ class Client:
 
     def flush(self) -> None:
         """Send everything queued, in the background."""
-        if not self._decision.enabled or self._debug:
+        if not self._sends:
             return
         try:
             self._spill()
@@ -274,7 +294,8 @@ class Client:
         try:
             from . import ratelimit
 
-            if not self._debug and not ratelimit.allow():
+            # Debug prints every report; local mode records every one and writes no file but its record.
+            if self._sends and not ratelimit.allow():
                 return
             self.track_async(Event(
                 EVENT_DAEMON_START_FAILURE, session_id=self.session_id,
@@ -285,7 +306,7 @@ class Client:
 
     def reset_daemon_failure_rate_limit(self) -> None:
         """Forget the failure-report backoff."""
-        if not self._decision.enabled:
+        if not self._decision.enabled or self._decision.local:  # local mode writes no file but its record
             return
         try:
             from . import ratelimit
@@ -301,8 +322,10 @@ class Client:
         try:
             from . import ipc
 
-            if not self._debug and self._decision.held:
-                return  # one-way and unqueued: in the notice's run it cannot wait for a later one
+            if not self._debug and (self._decision.held or self._decision.local):
+                # One-way and unqueued: in the notice's run it cannot wait for a later one, and in
+                # local mode the daemon is nobody to give anything to.
+                return
             merged = dict(props) if isinstance(props, dict) else {}
             merged.setdefault("app_type", "ox")
             merged.setdefault("app_version", self.version)

@@ -1,4 +1,6 @@
-"""The command line of ``ox-telemetry status | enable | disable | show | flush``: arguments, text, exit codes.
+"""The command line of ``ox-telemetry status | enable | disable | mode | show | view | flush``.
+
+Arguments, text, exit codes.
 
 What each command does is in :mod:`ox_telemetry.operations` (functions
 returning data, for a host that prints in its own style). Here, each command
@@ -18,7 +20,7 @@ from typing import Any
 from . import consent, operations, paths
 from .operations import BatchReport
 
-__all__ = ["disable_main", "enable_main", "flush_main", "main", "show_main", "status_main"]
+__all__ = ["disable_main", "enable_main", "flush_main", "main", "mode_main", "show_main", "status_main", "view_main"]
 
 #: The answer of ``status`` and ``disable`` for a user without a home directory.
 NO_HOME = "no home directory: nothing is stored"
@@ -27,10 +29,15 @@ NO_HOME = "no home directory: nothing is stored"
 # -- text -------------------------------------------------------------------------
 
 
+#: What local mode means, where a command says it.
+LOCAL_NOTE = "kept on this machine, never sent"
+
+
 def _format_status(info: dict[str, Any]) -> str:
-    state = "on" if info["enabled"] else "off"
-    lines = [
-        f"telemetry:    {state} (decided by: {info['rule']})",
+    lines = [f"telemetry:    {info['mode']} (decided by: {info['rule']})"]
+    if info["mode"] == consent.MODE_LOCAL:
+        lines.append(f"local record: {info['local_record']} ({_events(info['local_record_count'])}, {LOCAL_NOTE})")
+    lines += [
         f"endpoint:     {info['endpoint']}",
         f"user config:  {info['user_config']}",
     ]
@@ -136,9 +143,13 @@ def disable_main(argv: Sequence[str], prog: str = "ox-telemetry disable") -> int
     """``disable [--project DIR]``: off in the user config, local queues and client id deleted."""
     args = _parser(prog, "Turn telemetry off and delete what is queued locally. Sends nothing.",
                    endpoint=False, as_json=True).parse_args(list(argv))
-    result = operations.disable(args.project)
+    return _disabled(operations.disable(args.project), args.json)
+
+
+def _disabled(result: dict[str, Any], as_json: bool) -> int:
+    """Print what :func:`operations.disable` did; exit code 1 when something was not done."""
     code = 1 if result["not_removed"] or not result["config"] else 0
-    if args.json:
+    if as_json:
         _print_json(result)
         return code
     if result["no_home"]:
@@ -154,11 +165,67 @@ def disable_main(argv: Sequence[str], prog: str = "ox-telemetry disable") -> int
     return code
 
 
+def mode_main(argv: Sequence[str], prog: str = "ox-telemetry mode") -> int:
+    """``mode [on|local|off] [--json] [--project DIR]``: set the user's mode, or print it and the deciding rule."""
+    parser = _parser(prog, "Telemetry on, local (kept on this machine, never sent) or off (as disable). "
+                     "Without an argument: the mode now and the rule that decided it.", endpoint=False, as_json=True)
+    parser.add_argument("mode", nargs="?", choices=consent.MODES)
+    args = parser.parse_args(list(argv))
+    if args.mode is None:
+        decided = operations.decision(operations.chosen_project(args.project))
+        return _report({"mode": decided.mode, "rule": decided.rule}, args.json,
+                       lambda value: f"{value['mode']} (decided by: {value['rule']})")
+    if args.mode == consent.MODE_OFF:
+        return _disabled(operations.set_mode(args.mode, args.project), args.json)
+    try:
+        result = operations.set_mode(args.mode, args.project)
+    except paths.NoHome:
+        print(f"{NO_HOME}: nowhere to keep the setting", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(result)
+    else:
+        what = LOCAL_NOTE if args.mode == consent.MODE_LOCAL else "sent to the endpoint"
+        print(f"telemetry mode {args.mode} in {result['config']}: events are {what}")
+    decided = operations.decision(operations.chosen_project(args.project))
+    if decided.mode != args.mode and not args.json:
+        print(f"note: telemetry is {decided.mode} here, decided by: {decided.rule}")
+    return 0
+
+
 def show_main(argv: Sequence[str], prog: str = "ox-telemetry show") -> int:
     """``show [--json] [--project DIR] [--endpoint URL]``: exactly what would be sent."""
     args = _parser(prog, "Print exactly what would be sent (scrubbed), from the project queue and the spool.",
                    as_json=True).parse_args(list(argv))
+    decided = operations.decision(operations.chosen_project(args.project))
+    if decided.local and not args.json:
+        print(f"telemetry is local (decided by: {decided.rule}): nothing would be sent; "
+              "`ox-telemetry view` shows what is kept on this machine")
+        return 0
     return _report(operations.show(args.project, args.endpoint), args.json, _format_show)
+
+
+def view_main(argv: Sequence[str], prog: str = "ox-telemetry view") -> int:
+    """``view [--json] [--html FILE]``: the local record as a report (per command and day: runs, errors, p50/p95)."""
+    parser = _parser(prog, "The local record (local mode) as a report: per command and per day, runs, error rate, "
+                     "p50/p95 duration.", project=False, endpoint=False, as_json=True)
+    parser.add_argument("--html", metavar="FILE", help="write the report as a self-contained HTML page to FILE")
+    args = parser.parse_args(list(argv))
+    from . import files, local_report
+
+    try:
+        view = operations.view()
+    except paths.NoHome:
+        return _report({"no_home": True, "message": NO_HOME}, args.json, lambda value: str(value["message"]))
+    if args.html:
+        try:
+            files.write_atomic(args.html, local_report.page(view).encode("utf-8"), sync=False)
+        except OSError as exc:
+            print(f"could not write {args.html}: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.html} ({_events(view['events'])})")
+        return 0
+    return _report(view, args.json, local_report.text)
 
 
 def flush_main(argv: Sequence[str], prog: str = "ox-telemetry flush") -> int:
@@ -169,8 +236,8 @@ def flush_main(argv: Sequence[str], prog: str = "ox-telemetry flush") -> int:
     args = parser.parse_args(list(argv))
     root = operations.chosen_project(args.project)
     decision = operations.decision(root)
-    if not decision.enabled:
-        print(f"telemetry is off (decided by: {decision.rule}); nothing sent", file=sys.stderr)
+    if not decision.sends:
+        print(f"telemetry is {decision.mode} (decided by: {decision.rule}); nothing sent", file=sys.stderr)
         return 1
 
     def line(item: BatchReport) -> None:
@@ -186,12 +253,13 @@ def flush_main(argv: Sequence[str], prog: str = "ox-telemetry flush") -> int:
 
 
 _MAINS: dict[str, Callable[[Sequence[str], str], int]] = {
-    "status": status_main, "enable": enable_main, "disable": disable_main, "show": show_main, "flush": flush_main,
+    "status": status_main, "enable": enable_main, "disable": disable_main, "mode": mode_main, "show": show_main,
+    "view": view_main, "flush": flush_main,
 }
 
 
 def main(argv: Sequence[str], prog: str = "telemetry") -> int:
-    """Dispatch ``argv[0]`` (status, enable, disable, show, flush) for a host's ``telemetry`` command."""
+    """Dispatch ``argv[0]`` (status, enable, disable, mode, show, view, flush) for a host's ``telemetry`` command."""
     if not argv or argv[0] not in _MAINS:
         print(f"usage: {prog} {{{','.join(_MAINS)}}} [options]", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2

@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 
-from . import _jsonlite, files, paths, sending, settings
+from . import _jsonlite, consent, files, paths, sending, settings
 from ._time import now
 from .budget import RequestBudget
 from .queue import JsonlQueue, Sender
@@ -119,6 +119,7 @@ class UploadState:
 
 
 class _Outcome:
+    NOT_SENT = "not_sent"  # the user's consent forbids sending (off, or local mode): the queue is left alone
     DELIVERED = "delivered"
     REFUSED = "refused"  # a final 4xx: this batch will never be accepted
     GAVE_UP = "gave_up"
@@ -233,10 +234,17 @@ class Delivery:
         return self.endpoint.requests
 
     def run(self, sender: Sender | None = None) -> str:
-        """Drain the queue; returns ``delivered``, ``busy``, ``gave_up`` or ``stopped``.
+        """Drain the queue; returns ``delivered``, ``busy``, ``gave_up``, ``stopped`` or ``not_sent``.
 
         ``sender``: this queue's send lock, when the caller already holds it.
+        Every sender of a CLI queue (uploader, client thread, ``flush``, the
+        daemon's hand-off) runs this, so the user's consent is asked here, as
+        late as can be: in local mode, or opted out, nothing leaves.
         """
+        if not consent.decide().sends:
+            if sender is not None:
+                sender.close()
+            return _Outcome.NOT_SENT
         sender = sender or self.queue.sender()
         if sender is None:
             return "busy"

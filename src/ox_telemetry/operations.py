@@ -1,4 +1,4 @@
-"""What ``ox-telemetry status | enable | disable | show | flush`` do, as functions returning data.
+"""What ``ox-telemetry status | enable | disable | mode | show | view | flush`` do, as functions returning data.
 
 A host CLI can call these and print in its own style; :mod:`ox_telemetry.commands`
 is the command line around them (arguments, text, exit codes).
@@ -16,12 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from . import consent, files, ipc, paths, settings
+from .local_record import LocalRecord
 from .queue import FileQueue, JsonlQueue
 from .transport import Transport
 
 __all__ = [
     "NO_PROJECT", "BatchReport", "chosen_project", "daemon_running", "decision", "disable", "enable", "endpoint",
-    "find_project_root", "flush", "send_queues", "show", "status",
+    "find_project_root", "flush", "send_queues", "set_mode", "show", "status", "view",
 ]
 
 #: Where a client outside any project keeps its events, and why.
@@ -127,8 +128,10 @@ def daemon_running() -> bool:
 def status(project_root: str | os.PathLike[str] | None = None, base_url: str | None = None) -> dict[str, Any]:
     """Everything ``ox-telemetry status`` reports, as a JSON-ready dict.
 
-    ``enabled`` and ``rule`` (``DO_NOT_TRACK``, ``SAGEOX_TELEMETRY``, ``user
-    config``, ``project config`` or ``default``), ``endpoint``, the project
+    ``enabled``, ``mode`` (``on``, ``local``, ``off``) and ``rule``
+    (``DO_NOT_TRACK``, ``SAGEOX_TELEMETRY``, ``user config``, ``project
+    config`` or ``default``), ``local_record`` (its directory and how many
+    events it holds), ``endpoint``, the project
     queue's path and count, the spool's path and count, ``events_go_to``
     (``project queue``, or ``user spool: `` and why, as the client decides
     it), whether the daemon runs (and ``daemon_socket_problem``: why its
@@ -153,9 +156,13 @@ def status(project_root: str | os.PathLike[str] | None = None, base_url: str | N
     spool = queues[-1]
     why_spool = FileQueue(root).refusal(create=False) if root else NO_PROJECT
     running = daemon_running()
+    record = LocalRecord()
     return {
         "enabled": decided.enabled,
+        "mode": decided.mode,
         "rule": decided.rule,
+        "local_record": record.directory,
+        "local_record_count": record.read().count(b"\n"),
         "endpoint": url,
         "user_config": user_config,
         "project_root": root,
@@ -180,6 +187,20 @@ def status(project_root: str | os.PathLike[str] | None = None, base_url: str | N
 def enable() -> str:
     """Turn telemetry on in the user config; returns the file written."""
     return consent.write_user_setting(True)
+
+
+def set_mode(mode: str, project_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Set the user's mode: ``on`` (as :func:`enable`), ``local`` or ``off`` (as :func:`disable`).
+
+    ``local`` writes the setting and deletes nothing: what waits in queues is
+    not sent while the mode lasts. Returns ``mode``, ``config`` (the file
+    written), and for ``off`` what :func:`disable` returns. Raises ValueError
+    for another mode, :class:`~ox_telemetry.paths.NoHome` without a home
+    directory (``off`` excepted: it reports ``no_home``).
+    """
+    if mode == consent.MODE_OFF:
+        return {"mode": mode, **disable(project_root)}
+    return {"mode": mode, "config": consent.write_user_mode(mode)}
 
 
 class _Deletions:
@@ -224,7 +245,8 @@ def disable(project_root: str | os.PathLike[str] | None = None) -> dict[str, Any
 
     Writes ``telemetry_enabled: false`` first (so no client starts a send
     meanwhile), then deletes every user spool, the current project's queue,
-    the client id and the failure-report rate limit, and the daemon's spool
+    the client id, the failure-report rate limit, the local record (of local
+    mode), and the daemon's spool
     when no daemon is running. A running daemon is left alone: stopping it
     would make it send what it holds. Every deletion that can be done is
     done; ``not_removed`` names the others and why (never a link followed).
@@ -249,6 +271,7 @@ def disable(project_root: str | os.PathLike[str] | None = None) -> dict[str, Any
             done.drop_queue(queue)
         for path in (paths.client_id_path(), paths.ratelimit_path()):
             done.remove(path)
+        done.empty_dir(LocalRecord().directory)
         if not running:
             done.empty_dir(paths.daemon_spool_dir())
     return {"config": config, "removed": done.removed, "not_removed": done.failed, "daemon_running": running,
@@ -262,12 +285,16 @@ def show(project_root: str | os.PathLike[str] | None = None, base_url: str | Non
     """What the next send would carry, scrubbed exactly as it will be: one entry per queue.
 
     Each entry: ``kind`` (``project`` or ``spool``), ``path``, ``events``
-    (the events' wire form, oldest first).
+    (the events' wire form, oldest first). In local mode nothing would be
+    sent: no entry at all (:func:`view` shows what is kept).
     """
     from .delivery import wire_line
 
+    root = chosen_project(project_root)
+    if decision(root).local:
+        return []
     out = []
-    for kind, queue in _queues(chosen_project(project_root), endpoint(base_url)):
+    for kind, queue in _queues(root, endpoint(base_url)):
         try:
             data = queue.snapshot() if _exists(queue) else b""  # the raw lines: they go out as written
         except OSError:
@@ -275,6 +302,21 @@ def show(project_root: str | os.PathLike[str] | None = None, base_url: str | Non
         lines = (wire_line(raw) for raw in data.splitlines())
         out.append({"kind": kind, "path": queue.path, "events": [json.loads(line) for line in lines if line]})
     return out
+
+
+# -- view -------------------------------------------------------------------------
+
+
+def view() -> dict[str, Any]:
+    """The local record as a report: per command and per day, runs, errors, error rate, p50/p95 duration.
+
+    See :func:`ox_telemetry.local_report.report` for its shape; ``directory``
+    is where the record is kept.
+    """
+    from .local_report import report
+
+    record = LocalRecord()
+    return {"directory": record.directory, **report(record.read())}
 
 
 # -- flush ------------------------------------------------------------------------
@@ -306,11 +348,11 @@ def flush(
     """Send the project queue and the spool now, on this thread; one report per batch.
 
     Ignores the backoff a failed background run left (the user asked), but
-    not consent: with telemetry off nothing is sent. A queue another sender
+    not consent: with telemetry off or local-only nothing is sent. A queue another sender
     is working on is reported with outcome ``busy``.
     """
     root = chosen_project(project_root)
-    if not decision(root).enabled:
+    if not decision(root).sends:
         return []
     return send_queues(root, endpoint(base_url), transport, cli_version, on_batch)
 

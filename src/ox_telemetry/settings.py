@@ -52,6 +52,11 @@ def opt_out() -> "str | None":
     return None
 
 
+def local_only() -> bool:
+    """``SAGEOX_TELEMETRY=local``: record on this machine, send nothing (in the environment it is set in)."""
+    return (os.environ.get("SAGEOX_TELEMETRY") or "").strip().lower() == "local"
+
+
 def debug() -> bool:
     """``OX_TELEMETRY_DEBUG``: print events instead of sending them (client), log verbosely (daemon)."""
     return flag(os.environ.get("OX_TELEMETRY_DEBUG")) is True

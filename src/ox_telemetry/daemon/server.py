@@ -251,7 +251,7 @@ class Daemon:
 
     def _hand_off(self, payload: dict[str, Any]) -> None:
         path = payload["queue_path"]
-        if not consent.decide().enabled:  # the user opted out since that CLI recorded: leave its queue alone
+        if not consent.decide().sends:  # opted out, or local-only, since that CLI recorded: leave its queue alone
             log.debug("not sending queue %s: telemetry is turned off", path)
             return
         self.handoff.take(path, payload["url"], str(payload.get("cli_version", "")))

@@ -4,9 +4,9 @@ Batches of at most 500 events, gzip bodies (see :mod:`ox_telemetry.sending`), ex
 jitter (cap 10 minutes) on network errors, 408, 429 and 5xx, never sooner
 than ``Retry-After``; any other 4xx drops that batch (counted as
 ``rejected``). When the user has opted out (CONTRACT.md section 4, the
-per-user rules; read again before every send) nothing is sent and what is
-spooled is deleted (counted as ``opted_out``). A response's ``X-SageOx-Interval`` (a Go duration) sets the
-send interval, clamped to 10 s … 24 h.
+per-user rules; read again before every send) or chose local mode, nothing is
+sent and what is spooled is deleted (counted as ``opted_out``). A response's
+``X-SageOx-Interval`` (a Go duration) sets the send interval, clamped to 10 s … 24 h.
 
 The HTTP request runs in a daemon thread so the event loop keeps taking
 events, and so a request hanging on a dead network never delays the
@@ -191,7 +191,7 @@ class SpoolSender:
         """Send everything spooled now (one attempt per batch); True when the spool is empty afterwards."""
         async with self._lock:
             self._next_regular = time.monotonic() + self.interval
-            opted_out = not consent.decide().enabled
+            opted_out = not consent.decide().sends  # off, or local-only: nothing leaves
             while True:
                 batch = self.spool.read_batch(self.settings.batch, self.settings.batch_bytes)
                 if batch is None:
