@@ -17,6 +17,7 @@ import pytest
 from collector_helpers import Server, batch, event, request, start_process
 
 from loopback import Endpoint, wait_until
+from ox_telemetry import otlp
 
 pytest.importorskip("opentelemetry.proto", reason="the OTLP schema test needs opentelemetry-proto (dev extra)")
 from google.protobuf.json_format import Parse
@@ -185,3 +186,27 @@ def test_a_blackholed_otlp_endpoint_never_makes_a_client_wait(tmp_path: Path) ->
     finally:
         proc.kill_all()
         hole.close()
+
+
+def test_the_buffer_is_bounded_and_what_overflows_is_counted(sink: Endpoint) -> None:
+    sink.hang = True  # the first export request never gets its answer
+    exporter = otlp.Exporter(sink.base_url + "/v1/logs", max_events=100, batch=10, timeout=30)
+    exporter.start()
+    made: list[int] = []
+
+    def recipe() -> list[otlp.Record]:
+        made.append(1)
+        return [otlp.daemon_record("e", {}, uuid=None, client_id=None, tslocal=None, time_us=1, observed_us=1)] * 10
+
+    try:
+        assert exporter.offer(10, recipe)
+        assert wait_until(lambda: len(sink.requests) == 1, 10)  # the thread is stuck in that request
+        started = time.monotonic()
+        taken = [exporter.offer(10, recipe) for _ in range(15)]
+        assert time.monotonic() - started < 0.5  # offering never waits on the endpoint
+        assert taken == [True] * 10 + [False] * 5
+        assert exporter.counters() == {"exported": 0, "dropped": 50, "retries": 0, "queued": 100}
+        assert len(made) == 1  # records of events still buffered (or dropped) are never built
+    finally:
+        exporter.close(grace=0.1)
+    assert exporter.counters()["dropped"] == 150 and exporter.queued == 0
