@@ -210,3 +210,17 @@ def test_the_buffer_is_bounded_and_what_overflows_is_counted(sink: Endpoint) -> 
     finally:
         exporter.close(grace=0.1)
     assert exporter.counters()["dropped"] == 150 and exporter.queued == 0
+
+
+def test_awkward_values_still_make_a_request_the_schema_reads() -> None:
+    props = {"quote": 'a "b" \\ c\n', "lone": "\ud800x", "big": 2**70, "small": -(2**63), "nan": float("nan"),
+             "pi": 3.25, "none": None, "list": [1, "x"], "é": "ü"}
+    body = otlp.request_body([otlp.daemon_record("e\u2028", props, uuid="u", client_id=None, tslocal=None,
+                                                 time_us=None, observed_us=5)], "svc")
+    record = Parse(body, ExportLogsServiceRequest()).resource_logs[0].scope_logs[0].log_records[0]
+    got = attributes(record)
+    assert record.body.string_value == "e\u2028" and record.observed_time_unix_nano == 5000
+    assert got["ox.props.quote"] == 'a "b" \\ c\n' and got["ox.props.lone"] == "?x"
+    assert got["ox.props.big"] == str(2**70) and got["ox.props.small"] == -(2**63)
+    assert got["ox.props.nan"] == "nan" and got["ox.props.pi"] == 3.25
+    assert got["ox.props.none"] == "null" and got["ox.props.list"] == '[1,"x"]' and got["ox.props.é"] == "ü"
