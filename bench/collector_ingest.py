@@ -251,9 +251,10 @@ def raw_rate(make_storage: Callable[[], Storage], rows: list[tuple[Any, ...]]) -
     return plain_rate, store_rate
 
 
-def bench_store(name: str, db_for: Callable[[str], str], seconds: float, connections: int) -> None:
+def bench_store(name: str, db_for: Callable[[str], str], seconds: float, connections: int,
+                serve_args: Sequence[str] = ()) -> None:
     print(f"\n== {name} ==", flush=True)
-    server = Server(db_for("ingest"))
+    server = Server(db_for("ingest"), *serve_args)
     count = int(seconds * 2500)  # enough bodies for 250k events/s
     cpu = server.cpu_seconds()
     full = run_senders(server.port, count, connections, None, seconds)
@@ -270,6 +271,9 @@ def bench_store(name: str, db_for: Callable[[str], str], seconds: float, connect
     p99 = lat[int(len(lat) * 0.99) - 1] * 1000
     print(f"half load ({half_rate * BATCH:,.0f} events/s offered, {len(lat)} requests): "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; statuses {half['statuses']}", flush=True)
+    if serve_args:
+        with urllib.request.urlopen(server.url + "/metrics", timeout=30) as r:
+            print(" ".join(line for line in r.read().decode().splitlines() if line.startswith("ox_collector_otlp")))
     server.stop()
     print(f"speed after the runs: {host_speed()}", flush=True)
     # The same rows, straight into the same schema.
@@ -377,12 +381,15 @@ def main() -> None:
     parser.add_argument("--dashboard", type=int, metavar="N", default=0,
                         help="seed N events (e.g. 1000000) and time the stats API")
     parser.add_argument("--skip-sqlite", action="store_true", help="skip the SQLite ingest run")
+    parser.add_argument("--otlp-endpoint", metavar="URL", help="the collector also exports to this OTLP endpoint")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="ox-bench-")
+    serve_args = ["--otlp-endpoint", args.otlp_endpoint] if args.otlp_endpoint else []
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; work dir {tmp}; "
           f"speed now: {host_speed()} (this VM varies; compare runs by it)", flush=True)
     if not args.skip_sqlite:
-        bench_store("SQLite", lambda name: f"sqlite://{tmp}/{name}.sqlite3", args.seconds, args.connections)
+        bench_store("SQLite", lambda name: f"sqlite://{tmp}/{name}.sqlite3", args.seconds, args.connections,
+                    serve_args)
     if args.dashboard:
         bench_dashboard(f"sqlite://{tmp}/dashboard.sqlite3", args.dashboard)
     if args.postgres:
@@ -399,7 +406,7 @@ def main() -> None:
             return f"{args.postgres}{sep}options=-csearch_path%3D{schema}"
 
         try:
-            bench_store("PostgreSQL", pg, args.seconds, args.connections)
+            bench_store("PostgreSQL", pg, args.seconds, args.connections, serve_args)
         finally:
             with psycopg.connect(args.postgres, autocommit=True) as conn:
                 for schema in schemas:

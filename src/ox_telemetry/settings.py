@@ -74,6 +74,13 @@ def daemon_endpoint() -> str:
     return os.environ.get("SAGEOX_TELEMETRY_ENDPOINT") or DEFAULT_DAEMON_ENDPOINT
 
 
+def daemon_otlp_endpoint() -> str:
+    """``$SAGEOX_TELEMETRY_OTLP_ENDPOINT``: an http(s) URL where the daemon also exports every event it receives as
+    an OpenTelemetry log record (OTLP/HTTP JSON); "" when unset or not an http(s) URL."""
+    value = os.environ.get("SAGEOX_TELEMETRY_OTLP_ENDPOINT", "").strip()
+    return value if value.startswith(("http://", "https://")) else ""
+
+
 def client_id_override() -> str:
     """``$SAGEOX_CLIENT_ID`` (empty when unset): replaces the stored anonymous client id."""
     return os.environ.get("SAGEOX_CLIENT_ID", "").strip()

@@ -25,6 +25,7 @@ from .body import InFlight, is_gzip, read_body
 from .config import Config
 from .dashboard import PAGE, favicon
 from .errors import RequestError, retry_after
+from .export import Export
 from .metrics import Metrics
 from .openapi import DOCUMENT
 from .stats import MAX_SPAN, query_stats
@@ -110,14 +111,19 @@ class Collector:
         self.metrics = Metrics()
         self.metrics.gauge("ox_collector_queued_events", "Events waiting for the writer.",
                            lambda: self.writer.queued_rows)
+        self.export = Export(config, self.metrics) if config.otlp_endpoint else None
 
     async def start(self) -> None:
         """Start the writer process (StorageError when it cannot open the store)."""
         await self.writer.start()
+        if self.export is not None:
+            self.export.exporter.start()
 
     async def close(self) -> None:
         """Commit what is queued and release the store."""
         await self.writer.close()
+        if self.export is not None:
+            await run_in_threadpool(self.export.exporter.close)
         await run_in_threadpool(self.storage.close)
 
     async def ingest(self, request: Request, endpoint: str) -> Answer:
@@ -153,6 +159,8 @@ class Collector:
         finally:
             claim.release()
         accepted = job.rows
+        if stored and self.export is not None:
+            self.export.stored(job)
         self.metrics.accepted[endpoint] += accepted
         self.metrics.duplicates[endpoint] += accepted - stored
         for rejection in refused:

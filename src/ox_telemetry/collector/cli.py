@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="events waiting for the database before requests get 503 (default: %(default)s)")
     p.add_argument("--daemon-interval", metavar="DURATION",
                    help="send interval to ask of daemons (X-SageOx-Interval), e.g. 5m")
+    p.add_argument("--otlp-endpoint", metavar="URL",
+                   help="also export every stored event as an OpenTelemetry log record: OTLP/HTTP JSON POSTs to "
+                        "URL, e.g. http://otel-collector:4318/v1/logs")
+    p.add_argument("--otlp-header", action="append", default=[], metavar="K=V",
+                   help="a header for every export request, e.g. 'Authorization=Bearer TOKEN' (repeatable)")
+    p.add_argument("--otlp-service-name", default=Config.otlp_service_name, metavar="NAME",
+                   help="service.name of the exported resource (default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p
@@ -102,6 +109,13 @@ def config_from_args(args: argparse.Namespace, loopback: bool = True) -> Config:
         raise ValueError("--max-inflight-bytes must be at least 1 MiB")
     if args.head_timeout <= 0:
         raise ValueError("--head-timeout must be positive")
+    otlp_headers = otlp_header_pairs(args.otlp_header)
+    if args.otlp_endpoint is not None and not args.otlp_endpoint.startswith(("http://", "https://")):
+        raise ValueError(f"--otlp-endpoint {args.otlp_endpoint!r} must be an http:// or https:// URL")
+    if otlp_headers and args.otlp_endpoint is None:
+        raise ValueError("--otlp-header needs --otlp-endpoint")
+    if not args.otlp_service_name.strip():
+        raise ValueError("--otlp-service-name must not be empty")
     if not loopback and not (keys and args.read_token) and not args.public_unauthenticated:
         raise ValueError(f"refusing to listen on {args.host}, which is not a loopback address, without both "
                          "--write-key and --read-token: anyone who can reach it could write events and read "
@@ -119,7 +133,24 @@ def config_from_args(args: argparse.Namespace, loopback: bool = True) -> Config:
         server_names=frozenset(args.server_name),
         max_inflight_bytes=args.max_inflight_bytes,
         head_timeout=args.head_timeout,
+        otlp_endpoint=args.otlp_endpoint,
+        otlp_headers=otlp_headers,
+        otlp_service_name=args.otlp_service_name,
     )
+
+
+def otlp_header_pairs(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """``--otlp-header K=V`` values as (name, value) pairs; ValueError for one that is no header."""
+    pairs = []
+    for item in values:
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        # A line break would end the header early and start another: refused, never sent.
+        if not sep or not name or any(c in item for c in "\r\n\0") or not all(33 <= ord(c) < 127 and c != ":"
+                                                                             for c in name):
+            raise ValueError(f"--otlp-header {item!r} must be NAME=VALUE, a header name and its value")
+        pairs.append((name, value))
+    return tuple(pairs)
 
 
 def _check_tls(cert: str, key: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..otlp import DEFAULT_SERVICE_NAME
+
 
 @dataclass(frozen=True)
 class Config:
@@ -23,3 +25,6 @@ class Config:
     server_names: frozenset[str] = field(default_factory=frozenset)
     max_inflight_bytes: int = 256 * 1024 * 1024  # request bytes held at once, all requests together, before 503
     head_timeout: float = 10.0  # seconds for a request head; also a body's grace before its speed floor
+    otlp_endpoint: str | None = None  # export every stored event there as an OTLP log record (collector/export.py)
+    otlp_headers: tuple[tuple[str, str], ...] = ()  # sent with each export request, e.g. Authorization
+    otlp_service_name: str = DEFAULT_SERVICE_NAME  # the exported resource's service.name

@@ -56,6 +56,7 @@ class Metrics:
         self.request_errors: defaultdict[str, int] = defaultdict(int)  # whole requests refused, by reason
         self.latency: defaultdict[str, _Histogram] = defaultdict(_Histogram)  # by endpoint
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.counters: dict[str, tuple[str, Callable[[], float]]] = {}  # kept elsewhere, read at scrape time
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one finished request."""
@@ -65,6 +66,10 @@ class Metrics:
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """Register a value read at scrape time."""
         self.gauges[name] = (help_text, read)
+
+    def counter(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        """Register a counter kept elsewhere (the OTLP exporter's), read at scrape time."""
+        self.counters[name] = (help_text, read)
 
     def render(self) -> str:
         """The exposition text."""
@@ -98,6 +103,8 @@ class Metrics:
         family("ox_collector_request_duration_seconds", "histogram", "Request latency.", samples)
         family("python_gc_collections_total", "counter", "Garbage collections, by generation.",
                [("", (("generation", str(g)),), stats["collections"]) for g, stats in enumerate(gc.get_stats())])
+        for name, (help_text, read) in sorted(self.counters.items()):
+            family(name, "counter", help_text, [("", (), read())])
         for name, (help_text, read) in sorted(self.gauges.items()):
             family(name, "gauge", help_text, [("", (), read())])
         return "\n".join(out) + "\n"

@@ -13,12 +13,15 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import ipc, paths, settings
+from .. import __version__, ipc, paths, settings
 from ..transport import UrllibTransport
 from . import lifecycle
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from ..otlp import Exporter
 
 log = logging.getLogger("ox_telemetry.daemon")
 START_TIMEOUT = 10.0
@@ -115,6 +118,18 @@ def show_status(as_json: bool) -> int:
     return 0
 
 
+def otlp_exporter(tuning: Settings) -> Exporter | None:
+    """The OpenTelemetry exporter ``$SAGEOX_TELEMETRY_OTLP_ENDPOINT`` asks for (None without it); it sends only
+    while the user's consent holds, asked before every batch."""
+    url = settings.daemon_otlp_endpoint()
+    if not url:
+        return None
+    from .. import consent, otlp
+
+    return otlp.Exporter(url, timeout=tuning.timeout, base=tuning.base, cap=tuning.cap,
+                         user_agent=f"ox-telemetry-daemon/{__version__}", allowed=lambda: consent.decide().enabled)
+
+
 def run_foreground(verbose: bool) -> int:
     """``run``: serve in this process until stopped, logging to stderr."""
     from .server import Daemon
@@ -143,7 +158,7 @@ def run_foreground(verbose: bool) -> int:
     try:
         spool.open()
         sender = SpoolSender(spool, UrllibTransport(), settings.daemon_endpoint(), client_id(), tuning)
-        daemon = Daemon(socket_path, sender)
+        daemon = Daemon(socket_path, sender, otlp_exporter(tuning))
         asyncio.run(daemon.serve(sock))
     finally:
         lifecycle.remove_socket(socket_path, inode)

@@ -17,7 +17,8 @@ import signal
 import socket
 import struct
 import time
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__, consent
 from ..transport import UrllibTransport
@@ -34,7 +35,10 @@ from .protocol import (
     spool_line,
     telemetry_error,
 )
-from .spool_sender import SpoolSender
+from .spool_sender import SpoolSender, in_thread, otlp_records
+
+if TYPE_CHECKING:
+    from ..otlp import Exporter
 
 log = logging.getLogger("ox_telemetry.daemon")
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -139,8 +143,9 @@ def _refuse(conn: Connection | _OneShot, error: ProtocolError) -> None:
 class Daemon:
     """The running daemon: socket server, spool, spool sender and queue hand-offs."""
 
-    def __init__(self, socket_path: str, sender: SpoolSender) -> None:
+    def __init__(self, socket_path: str, sender: SpoolSender, otlp: Exporter | None = None) -> None:
         self.socket_path = socket_path
+        self.otlp = otlp  # also exports every event received (SAGEOX_TELEMETRY_OTLP_ENDPOINT)
         self.sender = sender
         self.settings = sender.settings
         self.spool = sender.spool  # the sender sends what the daemon spools
@@ -204,6 +209,8 @@ class Daemon:
             return
         self.received += len(events)
         self.sender.notify()
+        if self.otlp is not None:  # the lines as spooled; parsed, scrubbed and sent on the exporter's thread
+            self.otlp.offer(len(events), partial(otlp_records, self.sender.clientid, events))
 
     def add_own_event(self, event: str) -> None:
         """Spool an event of the daemon's own (counted as received like any other)."""
@@ -266,6 +273,7 @@ class Daemon:
             "received": self.received, "spooled": self.spool.pending, "dropped": dropped,
             "connections": len(self.connections),
             "queues_in_flight": self.handoff.in_flight(), "queues_refused": self.handoff.refused,
+            "otlp": None if self.otlp is None else {"endpoint": self.otlp.url, **self.otlp.counters()},
         }
 
     # -- accepting ----------------------------------------------------------------------
@@ -372,6 +380,8 @@ class Daemon:
         sock.setblocking(False)
         self._listener = sock
         self._start_accepting()
+        if self.otlp is not None:
+            self.otlp.start()
         self.add_own_event("app:startup")
         sending = loop.create_task(self.sender.run())
         sweeper = loop.create_task(self._close_idle())
@@ -398,6 +408,8 @@ class Daemon:
             self.spool.sync()
         except OSError:
             pass
+        if self.otlp is not None:  # what it cannot send in the grace is left (counted as dropped)
+            await in_thread(partial(self.otlp.close, self.settings.stop_grace))
 
     async def _close_idle(self) -> None:
         """Close connections idle for ``idle`` seconds; while the limit holds new ones back, for ``busy_idle``.

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from .. import __version__, _jsonlite, _time, consent, files, paths, sending
+from .. import __version__, _jsonlite, _time, consent, files, otlp, paths, sending
 from .._jsonlite import MAX_DEPTH
 from ..scrub import scrub_value
 from ..settings import client_id_override, go_duration
@@ -75,8 +75,9 @@ def upload_body(clientid: str, events: list[dict[str, Any]]) -> bytes:
     return json.dumps({"clientid": clientid, "events": events}, separators=(",", ":")).encode("utf-8")
 
 
-def build_body(clientid: str, lines: list[bytes]) -> tuple[bytes, int]:
-    """The upload body for spool ``lines`` and how many events it holds (malformed lines are skipped)."""
+def spool_events(lines: list[bytes]) -> list[dict[str, Any]]:
+    """The upload events (``uuid, ts, tslocal, event, props``, props scrubbed) of spool ``lines``; malformed lines
+    are skipped. The one place prop values are scrubbed: for uploads and for OpenTelemetry export alike."""
     events = []
     for line in lines:
         try:
@@ -90,7 +91,19 @@ def build_body(clientid: str, lines: list[bytes]) -> tuple[bytes, int]:
             })
         except Exception as exc:  # whatever one line holds, it costs only itself
             log.debug("skipping a malformed spool line: %r", exc)
+    return events
+
+
+def build_body(clientid: str, lines: list[bytes]) -> tuple[bytes, int]:
+    """The upload body for spool ``lines`` and how many events it holds (malformed lines are skipped)."""
+    events = spool_events(lines)
     return upload_body(clientid, events), len(events)
+
+
+def otlp_records(clientid: str, lines: list[bytes]) -> list[otlp.Record]:
+    """The OpenTelemetry log records of spool ``lines`` (see :mod:`ox_telemetry.otlp`): received at ``ts``."""
+    return [otlp.daemon_record(e["event"], e["props"], uuid=e["uuid"], client_id=clientid, tslocal=e["tslocal"],
+                               time_us=e["ts"] * 1000, observed_us=e["ts"] * 1000) for e in spool_events(lines)]
 
 
 async def in_thread(fn: Callable[[], T]) -> T:
