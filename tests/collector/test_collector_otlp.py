@@ -3,7 +3,6 @@ protobuf definitions, the OTLP retry rules, and ingest that never waits for the 
 
 from __future__ import annotations
 
-import gzip
 import json
 import socket
 import time
@@ -25,6 +24,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
+from otlp_schema import decoded
+
 
 @pytest.fixture
 def sink() -> Iterator[Endpoint]:
@@ -32,15 +33,6 @@ def sink() -> Iterator[Endpoint]:
     server = Endpoint()
     yield server
     server.close()
-
-
-def decoded(sink: Endpoint) -> list[ExportLogsServiceRequest]:
-    """Every request the sink took, parsed by OpenTelemetry's own schema (which refuses any field it lacks)."""
-    out = []
-    for req in list(sink.requests):
-        body = gzip.decompress(req.raw) if req.headers.get("content-encoding") == "gzip" else req.raw
-        out.append(Parse(body, ExportLogsServiceRequest()))
-    return out
 
 
 def log_records(sink: Endpoint, answered: int = 200) -> list[LogRecord]:

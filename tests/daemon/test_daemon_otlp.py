@@ -3,7 +3,6 @@ OTLP log records that OpenTelemetry's own schema reads; nothing while the user h
 
 from __future__ import annotations
 
-import gzip
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +14,9 @@ from daemon_helpers import DaemonProcess, connect, status, telemetry_line
 from loopback import Endpoint, wait_until
 
 pytest.importorskip("opentelemetry.proto", reason="the OTLP schema test needs opentelemetry-proto (dev extra)")
-from google.protobuf.json_format import Parse
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+from otlp_schema import decoded
 
 
 @pytest.fixture
@@ -31,9 +30,7 @@ def sink(daemon_env: Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[Endp
 
 def records(sink: Endpoint) -> list[LogRecord]:
     out = []
-    for req in list(sink.requests):
-        body = gzip.decompress(req.raw) if req.headers.get("content-encoding") == "gzip" else req.raw
-        message = Parse(body, ExportLogsServiceRequest())
+    for message in decoded(sink):
         assert [kv.value.string_value for kv in message.resource_logs[0].resource.attributes] == ["ox-cli"]
         out += [r for resource in message.resource_logs for scope in resource.scope_logs for r in scope.log_records]
     return out
