@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("ox_telemetry.commands:status_main", "whether telemetry is on, which rule decided it, what waits"),
     "enable": ("ox_telemetry.commands:enable_main", "turn telemetry on in the user config"),
     "disable": ("ox_telemetry.commands:disable_main", "turn telemetry off and delete what is queued locally"),
+    "forget": ("ox_telemetry.commands:forget_main", "delete this installation's events at the endpoint, then its id"),
     "show": ("ox_telemetry.commands:show_main", "print exactly what would be sent"),
     "flush": ("ox_telemetry.commands:flush_main", "send now, in the foreground, and report each batch"),
 }
