@@ -214,7 +214,8 @@ def flush_main(argv: Sequence[str], prog: str = "ox-telemetry flush") -> int:
 
 
 _MAINS: dict[str, Callable[[Sequence[str], str], int]] = {
-    "status": status_main, "enable": enable_main, "disable": disable_main, "forget": forget_main, "show": show_main, "flush": flush_main,
+    "status": status_main, "enable": enable_main, "disable": disable_main,
+    "forget": forget_main, "show": show_main, "flush": flush_main,
 }
 
 

@@ -20,8 +20,8 @@ from .queue import FileQueue, JsonlQueue
 from .transport import Transport
 
 __all__ = [
-    "FORGET_PATH", "NO_PROJECT", "BatchReport", "chosen_project", "daemon_running", "decision", "disable", "enable", "endpoint",
-    "find_project_root", "flush", "forget", "send_queues", "show", "status",
+    "FORGET_PATH", "NO_PROJECT", "BatchReport", "chosen_project", "daemon_running", "decision", "disable", "enable",
+    "endpoint", "find_project_root", "flush", "forget", "send_queues", "show", "status",
 ]
 
 #: Where a client outside any project keeps its events, and why.
@@ -277,8 +277,8 @@ def forget(project_root: str | os.PathLike[str] | None = None, base_url: str | N
     from . import identity, sending
     from .transport import UrllibTransport
 
-    result: dict[str, Any] = {"client_id": identity.stored_client_id(), "confirmed": False, "forgotten": None, "answer": "",
-                              "removed": [], "not_removed": [], "daemon_running": False}
+    result: dict[str, Any] = {"client_id": identity.stored_client_id(), "confirmed": False, "forgotten": None,
+                              "answer": "", "removed": [], "not_removed": [], "daemon_running": False}
     url = endpoint(base_url) + FORGET_PATH
     result["url"] = url
     if result["client_id"] is not None:
