@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="events waiting for the database before requests get 503 (default: %(default)s)")
     p.add_argument("--daemon-interval", metavar="DURATION",
                    help="send interval to ask of daemons (X-SageOx-Interval), e.g. 5m")
+    p.add_argument("--retain-days", type=float, metavar="N",
+                   help="delete raw events received more than N days ago, in the background (rollups and "
+                        "installation counts are kept); default: keep everything")
+    p.add_argument("--retention-interval", type=float, default=Config.retention_interval, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p
@@ -102,6 +106,10 @@ def config_from_args(args: argparse.Namespace, loopback: bool = True) -> Config:
         raise ValueError("--max-inflight-bytes must be at least 1 MiB")
     if args.head_timeout <= 0:
         raise ValueError("--head-timeout must be positive")
+    if args.retain_days is not None and not args.retain_days > 0:
+        raise ValueError("--retain-days must be a positive number of days")
+    if not args.retention_interval > 0:
+        raise ValueError("--retention-interval must be positive")
     if not loopback and not (keys and args.read_token) and not args.public_unauthenticated:
         raise ValueError(f"refusing to listen on {args.host}, which is not a loopback address, without both "
                          "--write-key and --read-token: anyone who can reach it could write events and read "
@@ -119,6 +127,8 @@ def config_from_args(args: argparse.Namespace, loopback: bool = True) -> Config:
         server_names=frozenset(args.server_name),
         max_inflight_bytes=args.max_inflight_bytes,
         head_timeout=args.head_timeout,
+        retain_days=args.retain_days,
+        retention_interval=args.retention_interval,
     )
 
 

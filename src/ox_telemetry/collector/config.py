@@ -23,3 +23,5 @@ class Config:
     server_names: frozenset[str] = field(default_factory=frozenset)
     max_inflight_bytes: int = 256 * 1024 * 1024  # request bytes held at once, all requests together, before 503
     head_timeout: float = 10.0  # seconds for a request head; also a body's grace before its speed floor
+    retain_days: float | None = None  # raw events received longer ago are deleted (None: kept for ever)
+    retention_interval: float = 3600.0  # seconds between retention passes (the first runs at start)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import datasketches  # type: ignore[import-untyped]
 
@@ -74,8 +75,7 @@ class Installs:
         """The row's new (sketch, unknown events), given its stored ones."""
         ids = self.ids.get(cell)
         if ids:
-            hll = datasketches.hll_sketch(LG_K, _TYPE) if sketch is None else datasketches.hll_sketch.deserialize(
-                sketch)
+            hll = datasketches.hll_sketch(LG_K, _TYPE) if sketch is None else load(sketch)
             for client_id in ids:
                 hll.update(client_id)
             sketch = hll.serialize_compact()
@@ -85,6 +85,11 @@ class Installs:
         return bool(self.ids or self.unknown)
 
 
+def load(sketch: bytes | None) -> Any:
+    """A stored sketch, read once to be merged into several unions; None stays None (unknown events only)."""
+    return None if sketch is None else datasketches.hll_sketch.deserialize(bytes(sketch))
+
+
 class Union:
     """Distinct installations across stored sketches."""
 
@@ -92,10 +97,10 @@ class Union:
         self._union = datasketches.hll_union(LG_K)
         self._empty = True
 
-    def add(self, sketch: bytes | None) -> None:
-        """Merge one stored sketch (None: a row of unknown events only)."""
+    def add(self, sketch: Any) -> None:
+        """Merge one sketch :func:`load` read (None: a row of unknown events only)."""
         if sketch is not None:
-            self._union.update(datasketches.hll_sketch.deserialize(sketch))
+            self._union.update(sketch)
             self._empty = False
 
     def estimate(self) -> int:
@@ -107,5 +112,5 @@ def estimate(sketches: Iterable[bytes | None]) -> int:
     """Distinct installations across ``sketches``."""
     union = Union()
     for sketch in sketches:
-        union.add(sketch)
+        union.add(load(sketch))
     return union.estimate()

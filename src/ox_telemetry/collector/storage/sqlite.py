@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any
@@ -85,6 +86,7 @@ class SQLiteStorage(Storage):
         except (sqlite3.Error, SchemaTooNew) as exc:
             raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
         self._readers: ConnectionPool[sqlite3.Connection] = ConnectionPool(self._connect_reader, _close)
+        self._deleting = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun and ended here, explicitly.
@@ -151,25 +153,31 @@ class SQLiteStorage(Storage):
         """See :meth:`Storage.delete_batches`."""
         conn = self._writer
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                deleted = 0
-                for view in ("events", "daemon_events"):
-                    batches = batches_table(view)
-                    deleted += sum(int(n or 0) for (n,) in conn.execute(
-                        f"SELECT json_array_length(rows) FROM {batches} WHERE {where}", dict(params)))
-                    conn.execute(f"DELETE FROM {batches} WHERE {where}", dict(params))
-                    if keys_before is not None:
-                        conn.execute(f"DELETE FROM {keys_table(view)} WHERE time < ?", (keys_before,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            with self._deleting:  # one connection: requests and retention take turns
+                return self._delete_batches(conn, where, params, keys_before)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"SQLite delete failed: {exc}") from exc
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite delete failed: {exc}") from exc
+
+    @staticmethod
+    def _delete_batches(conn: sqlite3.Connection, where: str, params: Mapping[str, Any], keys_before: int | None,
+                        ) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = 0
+            for view in ("events", "daemon_events"):
+                batches = batches_table(view)
+                deleted += sum(int(n or 0) for (n,) in conn.execute(
+                    f"SELECT json_array_length(rows) FROM {batches} WHERE {where}", dict(params)))
+                conn.execute(f"DELETE FROM {batches} WHERE {where}", dict(params))
+                if keys_before is not None:
+                    conn.execute(f"DELETE FROM {keys_table(view)} WHERE time < ?", (keys_before,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         return deleted
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
