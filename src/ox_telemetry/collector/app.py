@@ -315,7 +315,7 @@ def forget_target(body: bytes) -> str:
     except orjson.JSONDecodeError:
         raise RequestError(400, "invalid_json", "body is not valid JSON") from None
     client_id = data.get("client_id") if isinstance(data, dict) else None
-    if not isinstance(client_id, str) or ingest.installation_id(client_id) != client_id:
+    if not isinstance(client_id, str) or not client_id or ingest.installation_id(client_id) != client_id:
         raise RequestError(400, "invalid_body", "field 'client_id' must be a non-empty string of at most "
                                                 f"{MAX_ID} characters")
     return client_id

@@ -285,6 +285,8 @@ def query_installs(storage: Reader, start: int, end: int, by: str | None = None,
         groups: dict[str, sketch.Union] = {}
         series: dict[str, dict[int, sketch.Union]] = {}
         for row in _installs_rows(storage, days, mask | bit, filters):
+            if row[4] is None:  # unknown events only: no installation to group
+                continue
             key, loaded = row[position], sketch.load(row[4])
             groups.setdefault(key, sketch.Union()).add(loaded)
             series.setdefault(key, {}).setdefault(int(row[0]), sketch.Union()).add(loaded)
