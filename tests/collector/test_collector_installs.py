@@ -81,8 +81,8 @@ def test_installs_count_distinct_ids_by_version_os_and_command_with_filters(serv
 def test_errors_are_listed_by_code_command_and_version_most_first_and_filtered(server: Server) -> None:
     failed = {"type": "command_error", "success": False}
     post_as(server, ids(1)[0], event(command="push", error_code="E_NET", **failed),
-            event(command="push", error_code="E_NET", **failed), event(command="push", success=False, error_code="E_AUTH"),
-            event(command="status"), cli_version="2.0")
+            event(command="push", error_code="E_NET", **failed),
+            event(command="push", success=False, error_code="E_AUTH"), event(command="status"), cli_version="2.0")
     post_as(server, None, event(command="pull", error_code="E_NET", **failed), cli_version="1.9", os="darwin")
     wait_until(lambda: server.count() == 5, 10)
     answer = get(server, "/api/v1/errors")
