@@ -220,7 +220,7 @@ _MAINS: dict[str, Callable[[Sequence[str], str], int]] = {
 
 
 def main(argv: Sequence[str], prog: str = "telemetry") -> int:
-    """Dispatch ``argv[0]`` (status, enable, disable, show, flush) for a host's ``telemetry`` command."""
+    """Dispatch ``argv[0]`` (status, enable, disable, forget, show, flush) for a host's ``telemetry`` command."""
     if not argv or argv[0] not in _MAINS:
         print(f"usage: {prog} {{{','.join(_MAINS)}}} [options]", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
