@@ -66,7 +66,8 @@ def _stamp(us: int) -> str:
 
 
 def make_body(index: int, now: float) -> bytes:
-    """Gzip Batch number ``index`` of BATCH command_complete events with random ids (as clients make them).
+    """Gzip Batch number ``index`` of BATCH command_complete events with random ids (as clients make them), sent
+    by installation ``index // 10``.
 
     Batches are 4 ms apart, ending at ``now``: events arrive roughly in time order, as they do live.
     """
@@ -79,8 +80,9 @@ def make_body(index: int, now: float) -> bytes:
             f'"success":{"false" if i % 17 == 0 else "true"},"repo_id":"repo_bench",'
             f'"api_endpoint":"https://sageox.ai","agent_type":"claude-code","event_id":"{uuid.uuid4()}"}}'
         )
+    # Every batch names its installation (one per ten batches), so the installations sketches are kept up too.
     raw = ('{"events":[' + ",".join(events) + '],"cli_version":"0.5.1","os":"linux","arch":"amd64",'
-           f'"batch_timestamp":"{_stamp(int(now * 1_000_000))}"}}')
+           f'"batch_timestamp":"{_stamp(int(now * 1_000_000))}","client_id":"{uuid.UUID(int=index // 10)}"}}')
     return gzip.compress(raw.encode(), 6)
 
 

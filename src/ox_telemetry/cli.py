@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enable": ("ox_telemetry.commands:enable_main", "turn telemetry on in the user config"),
     "disable": ("ox_telemetry.commands:disable_main", "turn telemetry off and delete what is queued locally"),
     "mode": ("ox_telemetry.commands:mode_main", "on, local (kept on this machine, never sent) or off"),
+    "forget": ("ox_telemetry.commands:forget_main", "delete this installation's events at the endpoint, then its id"),
     "show": ("ox_telemetry.commands:show_main", "print exactly what would be sent"),
     "view": ("ox_telemetry.commands:view_main", "the local record as a report; --html FILE writes it as a page"),
     "flush": ("ox_telemetry.commands:flush_main", "send now, in the foreground, and report each batch"),

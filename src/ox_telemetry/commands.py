@@ -1,4 +1,4 @@
-"""The command line of ``ox-telemetry status | enable | disable | mode | show | view | flush``.
+"""The command line of ``ox-telemetry status | enable | disable | mode | forget | show | view | flush``.
 
 Arguments, text, exit codes.
 
@@ -20,7 +20,8 @@ from typing import Any
 from . import consent, operations, paths
 from .operations import BatchReport
 
-__all__ = ["disable_main", "enable_main", "flush_main", "main", "mode_main", "show_main", "status_main", "view_main"]
+__all__ = ["disable_main", "enable_main", "flush_main", "forget_main", "main", "mode_main", "show_main", "status_main",
+           "view_main"]
 
 #: The answer of ``status`` and ``disable`` for a user without a home directory.
 NO_HOME = "no home directory: nothing is stored"
@@ -193,6 +194,34 @@ def mode_main(argv: Sequence[str], prog: str = "ox-telemetry mode") -> int:
     return 0
 
 
+def forget_main(argv: Sequence[str], prog: str = "ox-telemetry forget") -> int:
+    """``forget [--json] [--project DIR] [--endpoint URL]``: the endpoint deletes this installation's events,
+    then the local id and queues go; telemetry stays on."""
+    args = _parser(prog, "Ask the endpoint to delete the events sent with this installation's anonymous id, "
+                   "then delete the id and what is queued locally. Telemetry stays as it is.",
+                   as_json=True).parse_args(list(argv))
+    result = operations.forget(args.project, args.endpoint)
+    sent = result["client_id"] is None or result["confirmed"]
+    code = 0 if sent and not result["not_removed"] else 1
+    if args.json:
+        _print_json(result)
+        return code
+    if result["client_id"] is None:
+        print("no installation id is stored: no event sent from here can be named, so none was asked for")
+    elif not sent:
+        print(f"not done: {result['url']} answered {result['answer'] or 'nothing'}; the id and queues were kept "
+              "so you can try again", file=sys.stderr)
+        return code
+    else:
+        count = "some" if result["forgotten"] is None else str(result["forgotten"])
+        print(f"{result['url']} deleted {count} stored events of installation {result['client_id']}")
+    for path in result["removed"]:
+        print(f"deleted {path}")
+    for item in result["not_removed"]:
+        print(f"not done: {item['path']}: {item['why']}", file=sys.stderr)
+    return code
+
+
 def show_main(argv: Sequence[str], prog: str = "ox-telemetry show") -> int:
     """``show [--json] [--project DIR] [--endpoint URL]``: exactly what would be sent."""
     args = _parser(prog, "Print exactly what would be sent (scrubbed), from the project queue and the spool.",
@@ -253,13 +282,13 @@ def flush_main(argv: Sequence[str], prog: str = "ox-telemetry flush") -> int:
 
 
 _MAINS: dict[str, Callable[[Sequence[str], str], int]] = {
-    "status": status_main, "enable": enable_main, "disable": disable_main, "mode": mode_main, "show": show_main,
-    "view": view_main, "flush": flush_main,
+    "status": status_main, "enable": enable_main, "disable": disable_main, "mode": mode_main,
+    "forget": forget_main, "show": show_main, "view": view_main, "flush": flush_main,
 }
 
 
 def main(argv: Sequence[str], prog: str = "telemetry") -> int:
-    """Dispatch ``argv[0]`` (status, enable, disable, mode, show, view, flush) for a host's ``telemetry`` command."""
+    """Dispatch ``argv[0]`` (status, enable, disable, mode, forget, show, view, flush) for a host's ``telemetry``."""
     if not argv or argv[0] not in _MAINS:
         print(f"usage: {prog} {{{','.join(_MAINS)}}} [options]", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2

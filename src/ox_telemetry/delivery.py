@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 
-from . import _jsonlite, consent, files, paths, sending, settings
+from . import _jsonlite, consent, files, identity, paths, sending, settings
 from ._time import now
 from .budget import RequestBudget
 from .queue import JsonlQueue, Sender
@@ -211,9 +211,10 @@ class Delivery:
     def __init__(
         self, queue: JsonlQueue, transport: Transport, url: str, cli_version: str = "",
         policy: Policy | None = None, wait: Callable[[float], bool] | None = None,
-        on_batch: Callable[[int, str, str], None] | None = None,
+        on_batch: Callable[[int, str, str], None] | None = None, client_id: str | None = None,
     ) -> None:
         self.queue = queue
+        self.client_id = client_id  # the anonymous installation id; read (or made) at the first send when None
         self.url = url
         self.cli_version = cli_version  # the batches' for lines that carry no version of their own
         self.policy = policy or Policy.from_env()
@@ -271,7 +272,9 @@ class Delivery:
         return _Outcome.DELIVERED
 
     def _send(self, chunk: list[str], cli_version: str, deadline: float) -> str:
-        body = encode_batch(chunk, cli_version, host_os(), host_arch(), now()).encode("utf-8")
+        if self.client_id is None:
+            self.client_id = identity.client_id()
+        body = encode_batch(chunk, cli_version, host_os(), host_arch(), now(), self.client_id).encode("utf-8")
         self.endpoint.plain = self.url in self.state.plain
         backoff = sending.Backoff(self.policy.base, self.policy.cap)
         reply, stopped = sending.send_with_retries(self.endpoint, body, backoff, deadline, self.wait)

@@ -191,7 +191,7 @@ def main(argv: list[str]) -> int:
     pending: dict[str, list[Event]] = {}
     try:
         for user, events in history(rng, args.events, args.days, now):
-            key = f"{user.version}|{user.os}|{user.arch}"
+            key = f"{user.version}|{user.os}|{user.arch}|{user.client_id}"
             pending.setdefault(key, []).extend(events)
             if len(pending[key]) >= 100:
                 sent_now, rejected_now = _send(cli, pending.pop(key), key)
@@ -220,10 +220,10 @@ def main(argv: list[str]) -> int:
 
 
 def _send(endpoint: sending.Endpoint, events: list[Event], key: str) -> tuple[int, int]:
-    version, system, arch = key.split("|")
+    version, system, arch, client_id = key.split("|")
     sent = rejected = 0
     for i in range(0, len(events), 100):
-        body = Batch(events[i:i + 100], version, system, arch, datetime.now(timezone.utc)).to_json().encode()
+        body = Batch(events[i:i + 100], version, system, arch, datetime.now(timezone.utc), client_id).to_json().encode()
         answer = post(endpoint, body)
         sent += int(answer["accepted"])  # type: ignore[call-overload]
         rejected += len(answer["rejected"])  # type: ignore[arg-type]

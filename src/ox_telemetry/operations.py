@@ -21,8 +21,8 @@ from .queue import FileQueue, JsonlQueue
 from .transport import Transport
 
 __all__ = [
-    "NO_PROJECT", "BatchReport", "chosen_project", "daemon_running", "decision", "disable", "enable", "endpoint",
-    "find_project_root", "flush", "send_queues", "set_mode", "show", "status", "view",
+    "FORGET_PATH", "NO_PROJECT", "BatchReport", "chosen_project", "daemon_running", "decision", "disable", "enable",
+    "endpoint", "find_project_root", "flush", "forget", "send_queues", "set_mode", "show", "status", "view",
 ]
 
 #: Where a client outside any project keeps its events, and why.
@@ -262,6 +262,14 @@ def disable(project_root: str | os.PathLike[str] | None = None) -> dict[str, Any
         no_home = True  # nothing of this user's is stored: only the project's queue is left to delete
     except OSError as exc:
         done.failed.append(_refusal(paths.user_config_file(), exc))
+    running = _delete_local(done, project_root, no_home)
+    return {"config": config, "removed": done.removed, "not_removed": done.failed, "daemon_running": running,
+            "no_home": no_home}
+
+
+def _delete_local(done: _Deletions, project_root: str | os.PathLike[str] | None, no_home: bool) -> bool:
+    """Delete the project's queue, the user's spools, client id and rate limit, and the daemon's spool when no
+    daemon runs (a running one is left alone: stopping it would make it send); whether a daemon runs."""
     root = chosen_project(project_root)
     if root:
         done.drop_queue(FileQueue(root))
@@ -274,8 +282,52 @@ def disable(project_root: str | os.PathLike[str] | None = None) -> dict[str, Any
         done.empty_dir(LocalRecord().directory)
         if not running:
             done.empty_dir(paths.daemon_spool_dir())
-    return {"config": config, "removed": done.removed, "not_removed": done.failed, "daemon_running": running,
-            "no_home": no_home}
+    return running
+
+
+#: Where ``forget`` asks the collector to delete an installation's events (under the endpoint base URL).
+FORGET_PATH = "/api/v1/forget"
+
+
+def forget(project_root: str | os.PathLike[str] | None = None, base_url: str | None = None, *,
+           transport: Transport | None = None) -> dict[str, Any]:
+    """Ask the endpoint to delete this installation's stored events, then delete the local id and queues.
+
+    Telemetry stays as it was (the next send makes a new id). When the endpoint does not confirm
+    (``answer`` says what it said), nothing local is deleted: the id is what lets a later ``forget``
+    name the events. With no id stored (and no ``$SAGEOX_CLIENT_ID``) there is nothing to ask for.
+    """
+    from . import identity, sending
+    from .transport import UrllibTransport
+
+    result: dict[str, Any] = {"client_id": identity.stored_client_id(), "confirmed": False, "forgotten": None,
+                              "answer": "", "removed": [], "not_removed": [], "daemon_running": False}
+    url = endpoint(base_url) + FORGET_PATH
+    result["url"] = url
+    if result["client_id"] is not None:
+        target = sending.Endpoint(transport or UrllibTransport(), url, "ox-telemetry", 10.0, plain=True)
+        reply = target.post(json.dumps({"client_id": result["client_id"]}).encode("utf-8"))
+        result["answer"] = reply.error
+        if reply.kind != sending.DELIVERED:
+            return result
+        result["confirmed"], result["forgotten"] = True, _forgotten(reply.body)
+    done = _Deletions()
+    try:
+        no_home = not paths.user_config_dir()
+    except paths.NoHome:  # nothing of this user's is stored: only the project's queue is left to delete
+        no_home = True
+    result["daemon_running"] = _delete_local(done, project_root, no_home)
+    result["removed"], result["not_removed"] = done.removed, done.failed
+    return result
+
+
+def _forgotten(body: bytes) -> int | None:
+    """The ``forgotten`` count of a forget answer; None when the body does not say."""
+    try:
+        value = json.loads(body)["forgotten"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # -- show -------------------------------------------------------------------------

@@ -298,7 +298,7 @@ def _is_datetime(value: object) -> bool:
 class Batch(Value):
     """What a CLI POSTs: events plus where they came from."""
 
-    __slots__ = ("arch", "cli_version", "events", "os", "timestamp")
+    __slots__ = ("arch", "cli_version", "client_id", "events", "os", "timestamp")
 
     def __init__(
         self,
@@ -307,33 +307,38 @@ class Batch(Value):
         os: str = "",
         arch: str = "",
         timestamp: "datetime | None" = None,
+        client_id: str = "",
     ) -> None:
         self.events = [] if events is None else events
         self.cli_version = cli_version
         self.os = os
         self.arch = arch
         self.timestamp = timestamp
+        self.client_id = client_id  # the anonymous installation id (identity.py); "" from older clients
 
     def __repr__(self) -> str:
         return (
             f"Batch(events=<{len(self.events)} events>, cli_version={self.cli_version!r}, "
-            f"os={self.os!r}, arch={self.arch!r}, timestamp={self.timestamp!r})"
+            f"os={self.os!r}, arch={self.arch!r}, timestamp={self.timestamp!r}, client_id={self.client_id!r})"
         )
 
     def to_dict(self) -> "dict[str, Any]":
-        """The wire form (every key always written)."""
-        return {
+        """The wire form (every key always written, but ``client_id`` only when there is one)."""
+        out = {
             "events": [e.to_dict() for e in self.events],
             "cli_version": clean_text(self.cli_version),
             "os": clean_text(self.os),
             "arch": clean_text(self.arch),
             "batch_timestamp": format_rfc3339(self.timestamp),
         }
+        if self.client_id:
+            out["client_id"] = clean_text(self.client_id)
+        return out
 
     def to_json(self) -> str:
         """Compact JSON."""
         return encode_batch((e.to_json() for e in self.events), self.cli_version,
-                            self.os, self.arch, self.timestamp)
+                            self.os, self.arch, self.timestamp, self.client_id)
 
     @classmethod
     def from_dict(cls, data: "Mapping[str, Any]") -> "Self":
@@ -352,7 +357,7 @@ class Batch(Value):
             except ValueError as exc:
                 raise ValueError(f"events[{index}]: {exc}") from None
         texts = {}
-        for key in ("cli_version", "os", "arch"):
+        for key in ("cli_version", "os", "arch", "client_id"):
             value = data.get(key) or ""
             if not isinstance(value, str):
                 raise ValueError(f"field {key!r} must be a string")
@@ -369,14 +374,17 @@ class Batch(Value):
 
 
 def encode_batch(
-    event_lines: "Iterable[str]", cli_version: str, os: str, arch: str, timestamp: "datetime | None"
+    event_lines: "Iterable[str]", cli_version: str, os: str, arch: str, timestamp: "datetime | None",
+    client_id: str = "",
 ) -> str:
-    """A batch body from events already in their JSON form (queue lines are sent as they are)."""
+    """A batch body from events already in their JSON form (queue lines are sent as they are); ``client_id``
+    is written only when given (older collectors ignore the key)."""
+    tail = f',"client_id":{_jsonlite.quote(clean_text(client_id))}' if client_id else ""
     return (
         '{"events":[' + ",".join(event_lines) + "],"
         f'"cli_version":{_jsonlite.quote(clean_text(cli_version))},'
         f'"os":{_jsonlite.quote(clean_text(os))},"arch":{_jsonlite.quote(clean_text(arch))},'
-        f'"batch_timestamp":{_jsonlite.quote(format_rfc3339(timestamp))}}}'
+        f'"batch_timestamp":{_jsonlite.quote(format_rfc3339(timestamp))}{tail}}}'
     )
 
 

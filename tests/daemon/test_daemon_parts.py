@@ -14,7 +14,8 @@ from ox_telemetry import paths
 from ox_telemetry.daemon import protocol
 from ox_telemetry.daemon.settings import Settings
 from ox_telemetry.daemon.spool import Spool
-from ox_telemetry.daemon.spool_sender import build_body, client_id, server_interval
+from ox_telemetry.daemon.spool_sender import build_body, server_interval
+from ox_telemetry.identity import client_id
 from ox_telemetry.settings import go_duration
 
 

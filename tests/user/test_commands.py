@@ -232,4 +232,4 @@ def test_functions_for_a_host_cli(project: Path, endpoint: Endpoint, capsys: pyt
     assert commands.main(["status", "--json", "--project", str(project)], prog="mycli telemetry") == 0
     assert json.loads(capsys.readouterr().out)["project_root"] == str(project)
     assert commands.main([], prog="mycli telemetry") == 2
-    assert "usage: mycli telemetry {status,enable,disable,mode,show,view,flush}" in capsys.readouterr().err
+    assert "usage: mycli telemetry {status,enable,disable,mode,forget,show,view,flush}" in capsys.readouterr().err

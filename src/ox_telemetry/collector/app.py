@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._time import parse_rfc3339
+from ..fields import MAX_ID
 from . import ingest
 from .access import COOKIE, Access, BrowserGuard
 from .body import InFlight, is_gzip, read_body
@@ -28,7 +29,8 @@ from .errors import RequestError, retry_after
 from .export import Export
 from .metrics import Metrics
 from .openapi import DOCUMENT
-from .stats import MAX_SPAN, query_stats
+from .retention import Retention
+from .stats import ERRORS_LIMIT, MAX_ERRORS_LIMIT, MAX_SPAN, Filters, query_errors, query_installs, query_stats
 from .storage import Storage, StorageError, absolute_url
 from .writer import Writer
 from .writer_process import Encoded
@@ -43,8 +45,13 @@ HEALTH_TIMEOUT_S = 2.0
 _PARSE_HOLDS = 4  # bytes held while parsing, in body sizes: a 20 MiB body peaked at 60 MiB (3), and a margin
 _ENDPOINTS = {
     "/api/v1/telemetry": "telemetry", "/tevents": "tevents", "/api/v1/stats": "stats", "/": "dashboard",
-    "/healthz": "healthz", "/metrics": "metrics", "/openapi.json": "openapi",
+    "/healthz": "healthz", "/metrics": "metrics", "/openapi.json": "openapi", "/api/v1/installs": "installs",
+    "/api/v1/errors": "errors", "/api/v1/forget": "forget",
 }
+#: A forget request's body is one id: anything larger is refused.
+_MAX_FORGET_BODY = 4096
+#: The ``by=`` an installs view may group by.
+GROUPINGS = ("version", "os", "command")
 _PAGE_HEADERS = {
     # The page loads nothing from elsewhere; its script and style are inline.
     "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -112,15 +119,23 @@ class Collector:
         self.metrics.gauge("ox_collector_queued_events", "Events waiting for the writer.",
                            lambda: self.writer.queued_rows)
         self.export = Export(config, self.metrics) if config.otlp_endpoint else None
+        self.retention = (None if config.retain_days is None
+                          else Retention(storage, config.retain_days, config.retention_interval))
+        self._retention_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start the writer process (StorageError when it cannot open the store)."""
+        """Start the writer process (StorageError when it cannot open the store), and retention when asked for."""
         await self.writer.start()
         if self.export is not None:
             self.export.exporter.start()
+        if self.retention is not None:
+            self._retention_task = asyncio.create_task(self.retention.run())
 
     async def close(self) -> None:
-        """Commit what is queued and release the store."""
+        """Stop retention, commit what is queued and release the store."""
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            await asyncio.gather(self._retention_task, return_exceptions=True)
         await self.writer.close()
         if self.export is not None:
             await run_in_threadpool(self.export.exporter.close)
@@ -179,18 +194,68 @@ class Collector:
         return self.access.read_allowed(request.headers, request.cookies)
 
     async def stats(self, request: Request) -> Response:
-        """``GET /api/v1/stats?from=&to=``."""
+        """``GET /api/v1/stats?from=&to=[&version=&os=&command=]``."""
+        return await self._read(request, lambda start, end, params: (query_stats, start, end, read_filters(params)))
+
+    async def installs(self, request: Request) -> Response:
+        """``GET /api/v1/installs?from=&to=[&by=version|os|command][&version=&os=&command=]``."""
+        def call(start: int, end: int, params: Mapping[str, str]) -> tuple[Any, ...]:
+            by = params.get("by") or None
+            if by is not None and by not in GROUPINGS:
+                raise RequestError(400, "invalid_query", f"'by' must be one of {', '.join(GROUPINGS)}")
+            return query_installs, start, end, by, read_filters(params)
+        return await self._read(request, call)
+
+    async def errors(self, request: Request) -> Response:
+        """``GET /api/v1/errors?from=&to=[&version=&os=&command=][&limit=50]``."""
+        def call(start: int, end: int, params: Mapping[str, str]) -> tuple[Any, ...]:
+            limit = params.get("limit") or str(ERRORS_LIMIT)
+            if not limit.isdigit() or not 1 <= int(limit) <= MAX_ERRORS_LIMIT:
+                raise RequestError(400, "invalid_query", f"'limit' must be a whole number from 1 to {MAX_ERRORS_LIMIT}")
+            return query_errors, start, end, read_filters(params), int(limit)
+        return await self._read(request, call)
+
+    async def _read(self, request: Request, call: Callable[[int, int, Mapping[str, str]], tuple[Any, ...]],
+                    ) -> Response:
+        """A read endpoint: the read token, the range (``from``/``to``), then ``call``'s query (function and its
+        arguments after the store) on a worker thread."""
         if not self._can_read(request):
             return _unauthorized()
+        params = request.query_params
         try:
-            start, end = stats_range(request.query_params.get("from"), request.query_params.get("to"), time.time())
+            start, end = stats_range(params.get("from"), params.get("to"), time.time())
+            query, *args = call(start, end, params)
         except RequestError as exc:
             return error_response(exc)
         try:
-            data = await run_in_threadpool(query_stats, self.storage, start, end)
+            data = await run_in_threadpool(query, self.storage, *args)
         except StorageError:
             return _store_unavailable()
         return json_response(data, headers={"Cache-Control": "no-store"})
+
+    async def forget(self, request: Request) -> Response:
+        """``POST /api/v1/forget`` with ``{"client_id": "..."}``: that installation's stored events are deleted."""
+        address = request.client.host if request.client else "unknown"
+        claim = self.inflight.claim()
+        try:
+            self.access.admit_write(request.headers, address)
+            check_json(request.headers.get("content-type"))
+            body = await read_body(request.stream(), request.headers.get("content-length"),
+                                   is_gzip(request.headers.get("content-encoding")), claim, self.config.head_timeout,
+                                   max_body=_MAX_FORGET_BODY, max_decoded=_MAX_FORGET_BODY)
+            client_id = forget_target(body)
+            deleted = await run_in_threadpool(self.storage.delete_batches, "client_id = :client_id",
+                                              {"client_id": client_id})
+        except RequestError as exc:
+            return error_response(exc)
+        except StorageError:
+            return _store_unavailable()
+        except ClientDisconnect:
+            return Response(status_code=400)
+        finally:
+            claim.release()
+        log.info("forgot an installation: %d stored events deleted", deleted)
+        return json_response({"forgotten": deleted})
 
     async def page(self, request: Request) -> Response:
         """``GET /``: the dashboard; ``/?token=`` is exchanged for the cookie and a URL without it."""
@@ -271,6 +336,24 @@ def _store_unavailable() -> Response:
 def _unauthorized() -> Response:
     return error_response(RequestError(401, "unauthorized", "a read token is required",
                                        {"WWW-Authenticate": 'Bearer realm="ox-telemetry"'}))
+
+
+def read_filters(params: Mapping[str, str]) -> Filters:
+    """The ``version=``, ``os=`` and ``command=`` of a read endpoint's query; an empty one is no filter."""
+    return Filters(params.get("version") or None, params.get("os") or None, params.get("command") or None)
+
+
+def forget_target(body: bytes) -> str:
+    """The installation id a forget body names; RequestError 400 for any other body."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RequestError(400, "invalid_json", "body is not valid JSON") from None
+    client_id = data.get("client_id") if isinstance(data, dict) else None
+    if not isinstance(client_id, str) or not client_id or ingest.installation_id(client_id) != client_id:
+        raise RequestError(400, "invalid_body", "field 'client_id' must be a non-empty string of at most "
+                                                f"{MAX_ID} characters")
+    return client_id
 
 
 def _time_param(value: str | None, name: str, default: float) -> float:
@@ -392,6 +475,9 @@ def create_app(collector: Collector) -> Starlette:
         # Declared here for the other methods' 405 and the API description; IngestFirst takes their POSTs.
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in ingest_endpoints.items()),
         Route("/api/v1/stats", collector.stats, methods=["GET"]),
+        Route("/api/v1/installs", collector.installs, methods=["GET"]),
+        Route("/api/v1/errors", collector.errors, methods=["GET"]),
+        Route("/api/v1/forget", collector.forget, methods=["POST"]),
         Route("/", collector.page, methods=["GET"]),
         Route("/favicon.ico", favicon, methods=["GET"]),
         Route("/healthz", collector.healthz, methods=["GET"]),

@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="a header for every export request, e.g. 'Authorization=Bearer TOKEN' (repeatable)")
     p.add_argument("--otlp-service-name", default=Config.otlp_service_name, metavar="NAME",
                    help="service.name of the exported resource (default: %(default)s)")
+    p.add_argument("--retain-days", type=float, metavar="N",
+                   help="delete raw events received more than N days ago, in the background (rollups and "
+                        "installation counts are kept); default: keep everything")
+    p.add_argument("--retention-interval", type=float, default=Config.retention_interval, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p
@@ -116,6 +120,10 @@ def config_from_args(args: argparse.Namespace, loopback: bool = True) -> Config:
         raise ValueError("--otlp-header needs --otlp-endpoint")
     if not args.otlp_service_name.strip():
         raise ValueError("--otlp-service-name must not be empty")
+    if args.retain_days is not None and not args.retain_days > 0:
+        raise ValueError("--retain-days must be a positive number of days")
+    if not args.retention_interval > 0:
+        raise ValueError("--retention-interval must be positive")
     if not loopback and not (keys and args.read_token) and not args.public_unauthenticated:
         raise ValueError(f"refusing to listen on {args.host}, which is not a loopback address, without both "
                          "--write-key and --read-token: anyone who can reach it could write events and read "
@@ -136,6 +144,8 @@ def config_from_args(args: argparse.Namespace, loopback: bool = True) -> Config:
         otlp_endpoint=args.otlp_endpoint,
         otlp_headers=otlp_headers,
         otlp_service_name=args.otlp_service_name,
+        retain_days=args.retain_days,
+        retention_interval=args.retention_interval,
     )
 
 

@@ -28,3 +28,5 @@ class Config:
     otlp_endpoint: str | None = None  # export every stored event there as an OTLP log record (collector/export.py)
     otlp_headers: tuple[tuple[str, str], ...] = ()  # sent with each export request, e.g. Authorization
     otlp_service_name: str = DEFAULT_SERVICE_NAME  # the exported resource's service.name
+    retain_days: float | None = None  # raw events received longer ago are deleted (None: kept for ever)
+    retention_interval: float = 3600.0  # seconds between retention passes (the first runs at start)

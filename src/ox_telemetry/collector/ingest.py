@@ -84,6 +84,7 @@ class _Envelope(msgspec.Struct):
     os: _ENVELOPE_TEXT = ""
     arch: _ENVELOPE_TEXT = ""
     batch_timestamp: str | None = None
+    client_id: Any = None  # any JSON: one that is no id is dropped (installation_id), never the events with it
 
     def read(self, received_us: int) -> tuple[tuple[str, str, str], int]:
         """(cli_version, os, arch) and the client clock's skew; ValueError for a batch time in doubt."""
@@ -129,10 +130,11 @@ class Parsed:
     daemon_rows: list[Row] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     client_table: Columns | None = None  # the client rows a column at a time, where the parse built them so
+    client_id: str = ""  # the sender's anonymous installation id; "" when it sent none (or one not kept)
 
     def job(self) -> WriteJob:
         """The rows, packed for the writer."""
-        return WriteJob.of(self.client_rows, self.daemon_rows, self.client_table)
+        return WriteJob.of(self.client_rows, self.daemon_rows, self.client_table, self.client_id)
 
 
 class _Reject(Exception):
@@ -301,7 +303,15 @@ def client_batch_whole(body: bytes, received_us: int) -> Parsed | None:
         table = _fast_table(events, envelope, skew_us, received_us)
     except (msgspec.DecodeError, ValueError, OverflowError):
         return None
-    return Parsed(client_rows=rows_of(table), client_table=table)
+    return Parsed(client_rows=rows_of(table), client_table=table, client_id=installation_id(batch.client_id))
+
+
+def installation_id(value: Any) -> str:
+    """A Batch's ``client_id`` as kept: a non-empty text of at most MAX_ID characters without NUL, else "" (the
+    events still count, as from an unknown installation: an older client sends none)."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID and "\0" not in value:
+        return value
+    return ""
 
 
 def client_batch_each(body: bytes, received_us: int) -> Parsed:
@@ -320,7 +330,7 @@ def client_batch_each(body: bytes, received_us: int) -> Parsed:
         return fast_row or _client_row(_load_event(raw), envelope, skew_us, received_us)
 
     rows, rejected = _each(_check_count(events), make)
-    return Parsed(client_rows=rows, rejected=rejected)
+    return Parsed(client_rows=rows, rejected=rejected, client_id=installation_id(fast.client_id))
 
 
 def _load_event(raw: msgspec.Raw) -> Any:
@@ -410,7 +420,7 @@ def client_batch_slow(body: bytes, received_us: int) -> Parsed:
     skew_us = 0 if batch_us is None else received_us - batch_us
     fields = (envelope.cli_version[:MAX_TEXT], envelope.os[:MAX_TEXT], envelope.arch[:MAX_TEXT])
     rows, rejected = _each(events, lambda item: _client_row(item, fields, skew_us, received_us))
-    return Parsed(client_rows=rows, rejected=rejected)
+    return Parsed(client_rows=rows, rejected=rejected, client_id=installation_id(data.get("client_id")))
 
 
 def _client_row(item: Any, envelope: tuple[str, str, str], skew_us: int, received_us: int) -> Row:
@@ -447,7 +457,7 @@ def _daemon_upload(body: bytes, received_us: int) -> Parsed:
     if len(client_id) > MAX_ID:
         raise RequestError(400, "invalid_body", f"field 'clientid' is longer than {MAX_ID} characters")
     rows, rejected = _each(_event_list(data), lambda item: _daemon_row(item, client_id, received_us))
-    return Parsed(daemon_rows=rows, rejected=rejected)
+    return Parsed(daemon_rows=rows, rejected=rejected, client_id=client_id)
 
 
 def _daemon_field(item: dict[str, Any], name: str, kind: type, what: str) -> Any:

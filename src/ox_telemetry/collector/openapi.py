@@ -46,6 +46,9 @@ BATCH = {
         **{name: {**_TEXT, "description": f"Stored cut to {MAX_TEXT} characters."}
            for name in ("cli_version", "os", "arch")},
         "batch_timestamp": {**_RFC3339, "description": "Send time on the client's clock; corrects its skew."},
+        "client_id": {**_TEXT, "description": f"The anonymous installation id (a UUIDv4 made once per user). "
+                      f"Counts installations; one that is not a non-empty text of at most {MAX_ID} characters is "
+                      "ignored (the events count as from an unknown installation)."},
     },
 }
 DAEMON_EVENT: dict[str, Any] = {
@@ -169,6 +172,44 @@ def _page() -> dict[str, Any]:
 
 
 _TIME_PARAM = {"type": "string", "description": "RFC 3339 time or Unix milliseconds."}
+_RANGE = [
+    {"name": "from", "in": "query", "required": False, "schema": _TIME_PARAM},
+    {"name": "to", "in": "query", "required": False, "schema": _TIME_PARAM},
+]
+_FILTERS = [
+    {"name": "version", "in": "query", "required": False, "schema": _TEXT, "description": "Only this CLI version."},
+    {"name": "os", "in": "query", "required": False, "schema": _TEXT,
+     "description": "Only this OS (any architecture), or `os/arch` when it holds a slash."},
+    {"name": "command", "in": "query", "required": False, "schema": _TEXT, "description": "Only runs of this command."},
+]
+_DAILY = {"type": "array", "items": {"type": "object", "required": ["day", "installs"], "properties": {
+    "day": {"type": "string", "format": "date"}, "installs": _COUNT}}}
+INSTALLS = {
+    "type": "object",
+    "required": ["total", "unknown_events", "groups", "daily", "series"],
+    "properties": {
+        "total": {**_COUNT, "description": "Distinct installations (estimated: within about 2%)."},
+        "unknown_events": {**_COUNT, "description": "Events sent without an installation id (older clients): "
+                                                    "not counted as installations."},
+        "groups": {"type": "array", "items": {"type": "object", "required": ["key", "installs"],
+                                              "properties": {"key": _TEXT, "installs": _COUNT}},
+                   "description": "With `by`: installations per value, most first."},
+        "daily": {**_DAILY, "description": "Installations on each UTC day of the range."},
+        "series": {"type": "array", "items": {"type": "object", "required": ["key", "daily"],
+                                              "properties": {"key": _TEXT, "daily": _DAILY}},
+                   "description": "With `by`: the same keys as `groups`, installations per day each."},
+    },
+}
+ERRORS = {
+    "type": "object",
+    "required": ["total", "errors"],
+    "properties": {
+        "total": {**_COUNT, "description": "Failed command runs in the range."},
+        "errors": {"type": "array", "items": {"type": "object", "required": ["error_code", "command", "version",
+                                                                             "count"], "properties": {
+            "error_code": _TEXT, "command": _TEXT, "version": _TEXT, "count": _COUNT}}},
+    },
+}
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -204,19 +245,45 @@ DOCUMENT: dict[str, Any] = {
             "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_GUARD},
         }},
         "/api/v1/stats": _read(
-            "Dashboard data for a time range (default: the last 24 hours).",
-            {"application/json": {"schema": {"type": "object"}}},
-            [
-                {"name": "from", "in": "query", "required": False, "schema": _TIME_PARAM},
-                {"name": "to", "in": "query", "required": False, "schema": _TIME_PARAM},
-            ],
+            "Dashboard data for a time range (default: the last 24 hours); filtered, of the matching CLI events.",
+            {"application/json": {"schema": {"type": "object"}}}, [*_RANGE, *_FILTERS],
         ),
+        "/api/v1/installs": _read(
+            "Distinct installations in the UTC days the range touches, optionally grouped.",
+            {"application/json": {"schema": {"$ref": "#/components/schemas/Installs"}}},
+            [*_RANGE, *_FILTERS, {"name": "by", "in": "query", "required": False,
+                                  "schema": {"type": "string", "enum": ["version", "os", "command"]}}],
+        ),
+        "/api/v1/errors": _read(
+            "Failed command runs by error code (as stored, after the client's scrubbing), command and version.",
+            {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
+            [*_RANGE, *_FILTERS, {"name": "limit", "in": "query", "required": False,
+                                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}}],
+        ),
+        "/api/v1/forget": {"post": {
+            "summary": "Delete the stored events of one installation (aggregates are kept).",
+            "security": [{}, {"writeKey": []}, {"writeKeyHeader": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["client_id"],
+                "properties": {"client_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID}}}}}},
+            "responses": {
+                "200": _json({"type": "object", "required": ["forgotten"], "properties": {"forgotten": _COUNT}},
+                             "Deleted: how many stored events went."),
+                "400": _json(_ERR, "The body is not `{\"client_id\": \"...\"}`."),
+                "401": _json(_ERR, "Write keys are configured and none was given, or it is unknown."),
+                "413": _json(_ERR, "The body is over 4,096 bytes."),
+                "415": _json(_ERR, "A Content-Type other than application/json."),
+                "429": _json(_ERR, "Rate limited, per write key or per address.", _RETRY),
+                "503": _json(_ERR, "The store is unavailable.", _RETRY),
+                **_GUARD,
+            },
+        }},
         "/": _page(),
     },
     "components": {
         "schemas": {
             "Event": EVENT, "Batch": BATCH, "DaemonEvent": DAEMON_EVENT, "DaemonUpload": DAEMON_UPLOAD,
-            "Error": ERROR, "IngestResult": INGEST_RESULT,
+            "Error": ERROR, "IngestResult": INGEST_RESULT, "Installs": INSTALLS, "Errors": ERRORS,
         },
         "securitySchemes": {
             "writeKey": {"type": "http", "scheme": "bearer"},

@@ -132,9 +132,10 @@ def otlp_exporter(tuning: Settings) -> Exporter | None:
 
 def run_foreground(verbose: bool) -> int:
     """``run``: serve in this process until stopped, logging to stderr."""
+    from ..identity import client_id
     from .server import Daemon
     from .spool import Spool
-    from .spool_sender import SpoolSender, client_id
+    from .spool_sender import SpoolSender
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,

@@ -18,18 +18,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from .. import __version__, _jsonlite, _time, consent, files, otlp, paths, sending
+from .. import __version__, _jsonlite, _time, consent, otlp, sending
 from .._jsonlite import MAX_DEPTH
 from ..scrub import scrub_value
-from ..settings import client_id_override, go_duration
+from ..settings import go_duration
 from ..transport import Transport
 from .settings import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Settings
 from .spool import Spool
@@ -45,29 +43,6 @@ def server_interval(value: str | None) -> float | None:
     if seconds is None:
         return None
     return min(MAX_SERVER_INTERVAL, max(MIN_SERVER_INTERVAL, seconds))
-
-
-def client_id() -> str:
-    """``$SAGEOX_CLIENT_ID``, else the client-id file, created (a UUIDv4, mode 0600) when missing or unreadable.
-
-    The file is read like every file in the state dir: never through a link,
-    never blocking on a FIFO, at most 128 bytes.
-    """
-    explicit = client_id_override()
-    if explicit:
-        return explicit
-    path = paths.client_id_path()
-    try:
-        return str(uuid.UUID(files.read(path, 128).decode("ascii").strip()))
-    except (OSError, ValueError):  # also UnicodeDecodeError, and a FIFO or link refused
-        pass
-    value = str(uuid.uuid4())
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        files.write_atomic(path, (value + "\n").encode("ascii"))
-    except OSError as exc:  # still usable for this run
-        log.warning("could not save the client id to %s: %s", path, exc)
-    return value
 
 
 def upload_body(clientid: str, events: list[dict[str, Any]]) -> bytes:

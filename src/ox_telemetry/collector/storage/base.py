@@ -8,12 +8,15 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
 from .rollup import Tally, tally
 from .schema import CLIENT_NAMES, DAEMON_NAMES, Columns, Dialect, Key, Row, columns, dedup_key, dedup_keys
+
+if TYPE_CHECKING:
+    from ..sketch import Installs
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(list[tuple[Any, ...]]).decode
@@ -50,14 +53,18 @@ class WriteJob(msgspec.Struct, frozen=True, array_like=True):
     client: Packed = msgspec.field(default_factory=Packed)
     daemon: Packed = msgspec.field(default_factory=Packed)
     tally: Tally = msgspec.field(default_factory=Tally)
+    client_id: str = ""  # the sender's anonymous installation id ("" when it sent none): one a request
+    received_us: int = 0  # when the request was received (its rows' latest received_at)
 
     @classmethod
     def of(cls, client_rows: Sequence[Row] = (), daemon_rows: Sequence[Row] = (),
-           client_table: Columns | None = None) -> WriteJob:
+           client_table: Columns | None = None, client_id: str = "") -> WriteJob:
         """A job of unpacked rows; ``client_table``, when at hand, is the client rows a column at a time."""
         client = _client_columns(client_rows) if client_table is None else client_table
         daemon = _daemon_columns(daemon_rows)
-        return cls(Packed.of(client_rows, client), Packed.of(daemon_rows, daemon), tally(client, daemon))
+        received = max(max(client[_CLIENT_RECEIVED], default=0), max(daemon[_DAEMON_RECEIVED], default=0))
+        return cls(Packed.of(client_rows, client), Packed.of(daemon_rows, daemon), tally(client, daemon),
+                   client_id, received)
 
     def __len__(self) -> int:
         return len(self.client) + len(self.daemon)
@@ -69,6 +76,21 @@ class WriteJob(msgspec.Struct, frozen=True, array_like=True):
         client = self.client.rows() if client is None else client
         daemon = self.daemon.rows() if daemon is None else daemon
         return len(client) + len(daemon), tally(_client_columns(client), _daemon_columns(daemon))
+
+
+_CLIENT_RECEIVED, _DAEMON_RECEIVED = CLIENT_NAMES.index("received_at"), DAEMON_NAMES.index("received_at")
+
+
+def installs_of(jobs: Sequence[WriteJob], stored: Sequence[tuple[int, Tally]]) -> Installs:
+    """What the jobs add to the installations rollup, given ``stored`` (:meth:`WriteJob.stored` of each): a job's
+    id is added for every row it sent (a sketch counts an id once however often it is added); events without an
+    id count as unknown only when stored (not duplicates)."""
+    from ..sketch import Installs
+
+    out = Installs()
+    for job, (_, stored_tally) in zip(jobs, stored, strict=True):
+        out.add(job.client_id, job.tally if job.client_id else stored_tally)
+    return out
 
 
 def rows_json(rows: Sequence[Row]) -> bytes:
@@ -131,6 +153,12 @@ class Storage(ABC):
     async def ping(self) -> None:
         """Raise StorageError unless the store answers a trivial query; the caller bounds the wait (``/healthz``)."""
         await asyncio.to_thread(self.query, "SELECT 1")
+
+    @abstractmethod
+    def delete_batches(self, where: str, params: Mapping[str, Any], keys_before: int | None = None) -> int:
+        """Delete the stored events matching ``where`` (SQL over ``client_id`` and ``received_at``, with ``:name``
+        placeholders) in one transaction; how many events went. ``keys_before``: also forget the ids of events
+        whose own time is before it, so the key table does not outgrow the events (retention)."""
 
     @abstractmethod
     def close(self) -> None:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import errors
 
-from .base import ConnectionPool, Packed, Storage, StorageError, StoreUnavailable, WriteJob, new_rows
+from .base import ConnectionPool, Packed, Storage, StorageError, StoreUnavailable, WriteJob, installs_of, new_rows
 from .rollup import rollup_of, upsert_rollup
 from .schema import (
     CLIENT_COLUMNS,
@@ -52,10 +52,13 @@ def _move(table: str, staging: str, columns: tuple[tuple[str, str], ...]) -> str
     )
 
 
-_CREATE_STAGING = (_staging("staging_events", CLIENT_COLUMNS), _staging("staging_daemon", DAEMON_COLUMNS))
+# Client rows are staged with the request's installation id (a column of the table, not of the row).
+_CLIENT_STAGED = (*CLIENT_COLUMNS, ("client_id", "text?"))
+_CREATE_STAGING = (_staging("staging_events", _CLIENT_STAGED), _staging("staging_daemon", DAEMON_COLUMNS))
 # (COPY into staging, move into the table returning the new keys) for client events, then daemon events
 _STEPS = (
-    (f"COPY staging_events ({', '.join(CLIENT_NAMES)}) FROM STDIN", _move("events", "staging_events", CLIENT_COLUMNS)),
+    (f"COPY staging_events ({', '.join(CLIENT_NAMES)}, client_id) FROM STDIN",
+     _move("events", "staging_events", _CLIENT_STAGED)),
     (f"COPY staging_daemon ({', '.join(DAEMON_NAMES)}) FROM STDIN",
      _move("daemon_events", "staging_daemon", DAEMON_COLUMNS)),
 )
@@ -65,9 +68,22 @@ _UPSERTS = {
         LEVEL_NAMES[level],
         "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::bigint[])",
         "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::bigint[])",
+        "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[])",
     )
     for level in LEVELS
 }
+# Sketches are read, merged and written back: one collector at a time (any constant names the lock).
+_INSTALLS_LOCK = 0x6F78_696E_7374
+_READ_INSTALLS = (
+    "SELECT i.day, i.mask, i.version, i.os_arch, i.command, i.sketch, i.unknown FROM installs_1d AS i "
+    "JOIN unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[]) AS k (day, mask, version, os_arch, "
+    "command) USING (day, mask, version, os_arch, command)"
+)
+_WRITE_INSTALLS = (
+    "INSERT INTO installs_1d SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[], "
+    "%s::bytea[], %s::bigint[]) ON CONFLICT (day, mask, version, os_arch, command) DO UPDATE SET "
+    "sketch = excluded.sketch, unknown = excluded.unknown"
+)
 _PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")
 
 
@@ -135,20 +151,44 @@ class PostgresStorage(Storage):
         ordered = [jobs[i] for i in order]
         conn = self._writer_connection()
         with conn.transaction(), conn.cursor() as cur:
-            client = _store(cur, *_STEPS[0], [job.client for job in ordered])
-            daemon = _store(cur, *_STEPS[1], [job.daemon for job in ordered])
+            client = _store(cur, *_STEPS[0], [job.client for job in ordered],
+                            [(job.client_id or None,) for job in ordered])
+            daemon = _store(cur, *_STEPS[1], [job.daemon for job in ordered], [() for _ in ordered])
             stored = [job.stored(c, d) for job, c, d in zip(ordered, client, daemon, strict=True)]
+            rollup = rollup_of(t for _, t in stored)
+            errors = rollup.error_rows()
             with conn.pipeline():
-                for level, (count_rows, duration_rows) in rollup_of(t for _, t in stored).rows().items():
-                    counts_sql, durations_sql = _UPSERTS[level]
+                for level, (count_rows, duration_rows) in rollup.rows().items():
+                    counts_sql, durations_sql, errors_sql = _UPSERTS[level]
                     if count_rows:
                         cur.execute(counts_sql, _columns(count_rows))
                     if duration_rows:
                         cur.execute(durations_sql, _columns(duration_rows))
+                    if errors[level]:
+                        cur.execute(errors_sql, _columns(errors[level]))
+            installs = installs_of(ordered, stored)
+            if installs:
+                cells = installs.cells()
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_INSTALLS_LOCK,))
+                found = {tuple(row[:5]): (row[5], int(row[6])) for row in cur.execute(_READ_INSTALLS, _columns(cells))}
+                rows = [(*cell, *installs.merged(cell, *found.get(cell, (None, 0)))) for cell in cells]
+                cur.execute(_WRITE_INSTALLS, _columns(rows))
         counts = [0] * len(jobs)
         for i, (count, _) in zip(order, stored, strict=True):
             counts[i] = count
         return counts
+
+    def delete_batches(self, where: str, params: Mapping[str, Any], keys_before: int | None = None) -> int:
+        """See :meth:`Storage.delete_batches`; ``keys_before`` needs nothing here (an event's row is its key)."""
+        sql = _PLACEHOLDER.sub(r"%(\1)s", where)
+        try:
+            with self._connect() as conn, conn.transaction():
+                return sum(conn.execute(f"DELETE FROM {table} WHERE {sql}", dict(params)).rowcount
+                           for table in ("events", "daemon_events"))
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL delete failed: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL delete failed: {exc}") from exc
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """See :meth:`Storage.query`."""
@@ -192,16 +232,17 @@ class PostgresStorage(Storage):
         return redact(self.url)
 
 
-def _store(cur: psycopg.Cursor[Any], copy_statement: str, move: str, packs: list[Packed]) -> list[list[Row] | None]:
-    """COPY the rows of every pack in and move the new ones into their table; per pack, None when all its rows
-    were new, else the rows stored."""
+def _store(cur: psycopg.Cursor[Any], copy_statement: str, move: str, packs: list[Packed],
+           extra: list[tuple[Any, ...]]) -> list[list[Row] | None]:
+    """COPY the rows of every pack in (each with its pack's ``extra`` values after it) and move the new ones into
+    their table; per pack, None when all its rows were new, else the rows stored."""
     rows = [pack.rows() for pack in packs]
     total = sum(map(len, rows))
     if total:
         with cur.copy(copy_statement) as copy:
-            for pack_rows in rows:
+            for pack_rows, tail in zip(rows, extra, strict=True):
                 for row in pack_rows:
-                    copy.write_row(row)
+                    copy.write_row((*row, *tail))
         keys = cur.execute(move).fetchall()
         if len(keys) != total:
             # Rows without an id are always new; others are new when their key came back.

@@ -19,10 +19,8 @@ from typing import TypeVar
 
 import msgspec
 
-from .schema import CLIENT_NAMES, DAEMON_NAMES, LEVELS, Columns
+from .schema import CLIENT_NAMES, DAEMON_NAMES, LEVELS, MAX_VALUE, Columns
 
-#: Longest dimension value kept in a rollup key (PostgreSQL's B-tree entries are bounded).
-MAX_VALUE = 200
 #: Command runs: the events the per-command charts count.
 COMMAND_TYPES = frozenset(("command_complete", "command_error"))
 
@@ -33,6 +31,8 @@ _D = {name: i for i, name in enumerate(DAEMON_NAMES)}
 
 _CountRow = tuple[str, int, str, int, int]  # (dim, bucket, value, n, errors)
 _DurationRow = tuple[int, str, int, int]  # (bucket, command, bin, n)
+_ErrorKey = tuple[int, str, str, str, str]  # (bucket, error_code, command, cli_version, os/arch)
+_ErrorRow = tuple[int, str, str, str, str, int]  # the key and n
 
 
 @dataclass
@@ -44,6 +44,8 @@ class Rollup:
         default_factory=lambda: {level: defaultdict(_pair) for level in LEVELS})
     durations: dict[int, dict[tuple[int, str, int], int]] = field(
         default_factory=lambda: {level: {} for level in LEVELS})
+    # errors[level][(bucket, error_code, command, cli_version, os/arch)] = failed runs
+    errors: dict[int, dict[_ErrorKey, int]] = field(default_factory=lambda: {level: {} for level in LEVELS})
 
     def add(self, minute: int, dims: list[tuple[str, str]], n: int, errors: int) -> None:
         """Count ``n`` events (``errors`` of them errors) of ``minute`` under each (dimension, value)."""
@@ -64,6 +66,17 @@ class Rollup:
                     key = (minute * 60 // level * level, command[:MAX_VALUE], index)
                     out[key] = count(key, 0) + n
 
+    def add_errors(self, minute: int, code: str, command: str, version: str, os_arch: str, n: int) -> None:
+        """Count ``n`` failed runs of ``command`` in ``version`` on ``os_arch`` with ``code``, in ``minute``."""
+        for level, out in self.errors.items():
+            key = (minute // level * level, code[:MAX_VALUE], command[:MAX_VALUE], version[:MAX_VALUE],
+                   os_arch[:MAX_VALUE])
+            out[key] = out.get(key, 0) + n
+
+    def error_rows(self) -> dict[int, list[_ErrorRow]]:
+        """Per level, the error rows ``(bucket, error_code, command, cli_version, os_arch, n)``, sorted."""
+        return {level: [(*key, n) for key, n in sorted(cells.items())] for level, cells in self.errors.items()}
+
     def rows(self) -> dict[int, tuple[list[_CountRow], list[_DurationRow]]]:
         """Per level: (rollup rows ``(dim, bucket, value, n, errors)``, duration rows ``(bucket, command, bin, n)``),
         sorted, so concurrent writers lock rows in the same order."""
@@ -81,8 +94,8 @@ def _pair() -> list[int]:
 
 # Each combination is (minute since the epoch, *values as stored), the values from the columns itemgetter picks.
 _CLIENT_VALUES = itemgetter(*(_C[name] for name in (
-    "type", "command", "cli_version", "os", "arch", "agent_type", "time_flag", "success")))
-_ClientCombo = tuple[int, str, str, str, str, str, str, str | None, bool]
+    "type", "command", "cli_version", "os", "arch", "agent_type", "time_flag", "success", "error_code")))
+_ClientCombo = tuple[int, str, str, str, str, str, str, str | None, bool, str]
 _RUN_VALUES = itemgetter(_C["command"], _C["duration_bin"])
 _DurationCombo = tuple[int, str, int | None]  # the bin is None for events that are not runs
 _DAEMON_VALUES = itemgetter(_D["event"], _D["time_flag"])
@@ -112,15 +125,19 @@ class Tally(msgspec.Struct, array_like=True):
     def rollup(self) -> Rollup:
         """The counts to add at every level and dimension."""
         rollup = Rollup()
-        for (minute, kind, command, version, os, arch, agent, flag, success), n in self.clients.items():
-            dims = [("total", "events"), ("type", kind), ("cli_version", version), ("os_arch", f"{os}/{arch}"),
+        for (minute, kind, command, version, os, arch, agent, flag, success, code), n in self.clients.items():
+            os_arch = f"{os}/{arch}"
+            dims = [("total", "events"), ("type", kind), ("cli_version", version), ("os_arch", os_arch),
                     ("agent_type", agent)]
             run = kind in COMMAND_TYPES
             if run:
                 dims.append(("command", command))
             if flag is not None:
                 dims.append(("time_flag", flag))
-            rollup.add(minute * 60, dims, n, n if run and (kind == "command_error" or not success) else 0)
+            failed = run and (kind == "command_error" or not success)
+            rollup.add(minute * 60, dims, n, n if failed else 0)
+            if failed:
+                rollup.add_errors(minute * 60, code, command, version, os_arch, n)
         rollup.add_durations(self.durations)
         for (minute, name, flag), n in self.daemons.items():
             dims = [("total", "daemon"), ("daemon", name)]
@@ -168,18 +185,21 @@ def rollup_of(tallies: Iterable[Tally]) -> Rollup:
     return total.rollup()
 
 
-def upsert_rollup(level_name: str, rollup_rows: str, duration_rows: str) -> tuple[str, str]:
-    """(rollup upsert, durations upsert) statements for one level.
+def upsert_rollup(level_name: str, rollup_rows: str, duration_rows: str, error_rows: str) -> tuple[str, str, str]:
+    """(rollup upsert, durations upsert, errors upsert) statements for one level.
 
-    ``rollup_rows`` and ``duration_rows`` are the SQL that yields the rows
+    ``rollup_rows``, ``duration_rows`` and ``error_rows`` are the SQL that yields the rows
     (a ``VALUES`` list, or a set-returning expression).
     """
     rollup = f"rollup_{level_name}"
     durations = f"durations_{level_name}"
+    errors = f"errors_{level_name}"
     return (
         f"INSERT INTO {rollup} (dim, bucket, value, n, errors) {rollup_rows} "
         f"ON CONFLICT (dim, bucket, value) DO UPDATE SET n = {rollup}.n + excluded.n, "
         f"errors = {rollup}.errors + excluded.errors",
         f"INSERT INTO {durations} (bucket, command, bin, n) {duration_rows} "
         f"ON CONFLICT (bucket, command, bin) DO UPDATE SET n = {durations}.n + excluded.n",
+        f"INSERT INTO {errors} (bucket, error_code, command, version, os_arch, n) {error_rows} "
+        f"ON CONFLICT (bucket, error_code, command, version, os_arch) DO UPDATE SET n = {errors}.n + excluded.n",
     )

@@ -228,8 +228,77 @@ def _v2(dialect: Dialect) -> list[str]:
     return _packed("events", "event_id", CLIENT_COLUMNS) + _packed("daemon_events", "uuid", DAEMON_COLUMNS)
 
 
+def _v3_tables(dialect: Dialect) -> list[str]:
+    """Installations (HyperLogLog sketches, see collector/sketch.py) and failed runs by error code, command,
+    version and OS/arch: the rollups of the installs and errors views."""
+    big, blob = ("INTEGER", "BLOB") if dialect == "sqlite" else ("BIGINT", "BYTEA")
+    tail = " WITHOUT ROWID" if dialect == "sqlite" else ""
+    out = [
+        f"CREATE TABLE installs_1d (day {big} NOT NULL, mask INTEGER NOT NULL, version TEXT NOT NULL, "
+        f"os_arch TEXT NOT NULL, command TEXT NOT NULL, sketch {blob}, unknown {big} NOT NULL, "
+        f"PRIMARY KEY (day, mask, version, os_arch, command)){tail}",
+    ]
+    failed = "success = 0" if dialect == "sqlite" else "NOT success"
+    for level in LEVELS:
+        table = f"errors_{LEVEL_NAMES[level]}"
+        out.append(
+            f"CREATE TABLE {table} (bucket {big} NOT NULL, error_code TEXT NOT NULL, command TEXT NOT NULL, "
+            f"version TEXT NOT NULL, os_arch TEXT NOT NULL, n {big} NOT NULL, "
+            f"PRIMARY KEY (bucket, error_code, command, version, os_arch)){tail}")
+        # The failed runs stored before: counted as the rollups count them (at the receive time when flagged).
+        bucket = f"(CASE WHEN time_flag IS NULL THEN event_time ELSE received_at END) / {level * 1_000_000} * {level}"
+        values = ", ".join(f"substr({col}, 1, {MAX_VALUE})" for col in (
+            "error_code", "command", "cli_version", "os || '/' || arch"))
+        out.append(
+            f"INSERT INTO {table} SELECT {bucket} AS b, {values}, count(*) FROM events "
+            f"WHERE type IN ('command_complete', 'command_error') AND (type = 'command_error' OR {failed}) "
+            f"GROUP BY b, 2, 3, 4, 5")
+    return out
+
+
+def _v3(dialect: Dialect) -> list[str]:
+    """Each stored batch (SQLite) or row (PostgreSQL) keeps its installation id and receive time, so ``forget``
+    and retention delete whole batches; plus the installs and errors rollups."""
+    if dialect == "postgres":
+        return [
+            *_v3_tables(dialect),
+            "ALTER TABLE events ADD COLUMN client_id TEXT",
+            "CREATE INDEX events_client_id ON events (client_id) WHERE client_id IS NOT NULL",
+            "CREATE INDEX events_received_at ON events (received_at)",
+            "CREATE INDEX daemon_events_client_id ON daemon_events (client_id)",
+            "CREATE INDEX daemon_events_received_at ON daemon_events (received_at)",
+        ]
+    out = _v3_tables(dialect)
+    for view, columns, client in (("events", CLIENT_COLUMNS, None),
+                                  ("daemon_events", DAEMON_COLUMNS, DAEMON_NAMES.index("client_id"))):
+        batches = batches_table(view)
+        received = [name for name, _ in columns].index("received_at")
+        out += [
+            f"ALTER TABLE {batches} ADD COLUMN client_id TEXT",
+            f"ALTER TABLE {batches} ADD COLUMN received_at INTEGER NOT NULL DEFAULT 0",
+            f"UPDATE {batches} SET received_at = coalesce((SELECT max(j.value ->> {received}) "
+            f"FROM json_each(rows) AS j), 0)",
+            f"CREATE INDEX {batches}_client_id ON {batches} (client_id) WHERE client_id IS NOT NULL",
+            f"CREATE INDEX {batches}_received_at ON {batches} (received_at)",
+        ]
+        if client is not None:  # a batch moved from version 1 may mix installations: then it names none
+            out.append(f"UPDATE {batches} SET client_id = (SELECT CASE WHEN count(DISTINCT j.value ->> {client}) = 1 "
+                       f"THEN max(j.value ->> {client}) END FROM json_each(rows) AS j)")
+    names = [name for name, _ in CLIENT_COLUMNS]
+    fields = ", ".join(f"j.value ->> {i} AS {name}" for i, name in enumerate(names))
+    out += [
+        "DROP VIEW events",
+        f"CREATE VIEW events AS SELECT b.id * {BATCH_ROWS} + j.key AS id, {fields}, b.client_id AS client_id "
+        f"FROM {batches_table('events')} AS b, json_each(b.rows) AS j",
+    ]
+    return out
+
+
+#: Longest dimension value kept in a rollup key (PostgreSQL's B-tree entries are bounded).
+MAX_VALUE = 200
+
 #: Migration n (1-based) brings a store from version n-1 to n.
-MIGRATIONS: tuple[Callable[[Dialect], list[str]], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[Dialect], list[str]], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 if _problems := field_column_problems():
     raise RuntimeError("; ".join(_problems))

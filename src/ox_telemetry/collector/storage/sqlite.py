@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any
 
-from .base import ConnectionPool, Packed, Storage, StorageError, StoreUnavailable, WriteJob, new_rows, rows_json
+from .base import (
+    ConnectionPool,
+    Packed,
+    Storage,
+    StorageError,
+    StoreUnavailable,
+    WriteJob,
+    installs_of,
+    new_rows,
+    rows_json,
+)
 from .rollup import rollup_of, upsert_rollup
 from .schema import LEVEL_NAMES, LEVELS, Row, SchemaTooNew, batches_table, keys_table, migrate
 
@@ -42,17 +53,20 @@ class _Many:
 # (insert keys, insert a request's rows) for client events, then daemon events
 _STEPS = tuple(
     (_Many(f"INSERT INTO {keys_table(view)} (time, id) VALUES ON CONFLICT DO NOTHING", 2),
-     f"INSERT INTO {batches_table(view)} (rows) VALUES (?)")
+     f"INSERT INTO {batches_table(view)} (rows, client_id, received_at) VALUES (?, ?, ?)")
     for view in ("events", "daemon_events")
 )
 
 
-def _upserts(level: int) -> tuple[_Many, _Many]:
-    counts, durations = upsert_rollup(LEVEL_NAMES[level], "VALUES", "VALUES")
-    return _Many(counts, 5), _Many(durations, 4)
+def _upserts(level: int) -> tuple[_Many, _Many, _Many]:
+    counts, durations, errors = upsert_rollup(LEVEL_NAMES[level], "VALUES", "VALUES", "VALUES")
+    return _Many(counts, 5), _Many(durations, 4), _Many(errors, 6)
 
 
 _UPSERTS = {level: _upserts(level) for level in LEVELS}
+_READ_INSTALLS = ("SELECT sketch, unknown FROM installs_1d WHERE day = ? AND mask = ? AND version = ? AND os_arch = ? "
+                  "AND command = ?")
+_WRITE_INSTALLS = "INSERT OR REPLACE INTO installs_1d VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 class SQLiteStorage(Storage):
@@ -72,6 +86,7 @@ class SQLiteStorage(Storage):
         except (sqlite3.Error, SchemaTooNew) as exc:
             raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
         self._readers: ConnectionPool[sqlite3.Connection] = ConnectionPool(self._connect_reader, _close)
+        self._deleting = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun and ended here, explicitly.
@@ -115,13 +130,55 @@ class SQLiteStorage(Storage):
         return stored
 
     def _insert(self, conn: sqlite3.Connection, jobs: Sequence[WriteJob]) -> list[int]:
-        stored = [job.stored(_store(conn, *_STEPS[0], job.client), _store(conn, *_STEPS[1], job.daemon))
+        stored = [job.stored(_store(conn, *_STEPS[0], job.client, job), _store(conn, *_STEPS[1], job.daemon, job))
                   for job in jobs]
-        for level, (counts_rows, duration_rows) in rollup_of(t for _, t in stored).rows().items():
-            upsert_counts, upsert_durations = _UPSERTS[level]
+        rollup = rollup_of(t for _, t in stored)
+        errors = rollup.error_rows()
+        for level, (counts_rows, duration_rows) in rollup.rows().items():
+            upsert_counts, upsert_durations, upsert_errors = _UPSERTS[level]
             upsert_counts.run(conn, counts_rows)
             upsert_durations.run(conn, duration_rows)
+            upsert_errors.run(conn, errors[level])
+        installs = installs_of(jobs, stored)
+        if installs:
+            read = conn.execute
+            rows = []
+            for cell in installs.cells():
+                found = read(_READ_INSTALLS, cell).fetchone()
+                rows.append((*cell, *installs.merged(cell, *(found or (None, 0)))))
+            conn.executemany(_WRITE_INSTALLS, rows)
         return [count for count, _ in stored]
+
+    def delete_batches(self, where: str, params: Mapping[str, Any], keys_before: int | None = None) -> int:
+        """See :meth:`Storage.delete_batches`."""
+        conn = self._writer
+        try:
+            with self._deleting:  # one connection: requests and retention take turns
+                return self._delete_batches(conn, where, params, keys_before)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite delete failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite delete failed: {exc}") from exc
+
+    @staticmethod
+    def _delete_batches(conn: sqlite3.Connection, where: str, params: Mapping[str, Any], keys_before: int | None,
+                        ) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = 0
+            for view in ("events", "daemon_events"):
+                batches = batches_table(view)
+                deleted += sum(int(n or 0) for (n,) in conn.execute(
+                    f"SELECT json_array_length(rows) FROM {batches} WHERE {where}", dict(params)))
+                conn.execute(f"DELETE FROM {batches} WHERE {where}", dict(params))
+                if keys_before is not None:
+                    conn.execute(f"DELETE FROM {keys_table(view)} WHERE time < ?", (keys_before,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return deleted
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """See :meth:`Storage.query`."""
@@ -141,9 +198,10 @@ class SQLiteStorage(Storage):
         return f"sqlite://{self.path}"
 
 
-def _store(conn: sqlite3.Connection, insert_keys: _Many, insert_rows: str, packed: Packed) -> list[Row] | None:
-    """Store the rows of ``packed`` not stored before (rows without an id always are): None when that was
-    all of them, else the rows stored."""
+def _store(conn: sqlite3.Connection, insert_keys: _Many, insert_rows: str, packed: Packed, job: WriteJob,
+           ) -> list[Row] | None:
+    """Store the rows of ``packed`` (of ``job``) not stored before (rows without an id always are): None when that
+    was all of them, else the rows stored."""
     if not packed.count:
         return None
     keys = packed.keys
@@ -151,7 +209,7 @@ def _store(conn: sqlite3.Connection, insert_keys: _Many, insert_rows: str, packe
     inserted = insert_keys.run(conn, keys)
     if inserted == len(keys):  # the common case: nothing seen before, so the JSON goes in as it came
         conn.execute("RELEASE job")
-        conn.execute(insert_rows, (packed.json.decode(),))
+        conn.execute(insert_rows, (packed.json.decode(), job.client_id or None, job.received_us))
         return None
     if inserted:  # some were stored before: which? One at a time, then.
         conn.execute("ROLLBACK TO job")
@@ -161,7 +219,7 @@ def _store(conn: sqlite3.Connection, insert_keys: _Many, insert_rows: str, packe
     conn.execute("RELEASE job")
     rows = new_rows(packed.rows(), new)
     if rows:
-        conn.execute(insert_rows, (rows_json(rows).decode(),))
+        conn.execute(insert_rows, (rows_json(rows).decode(), job.client_id or None, job.received_us))
     return rows
 
 
