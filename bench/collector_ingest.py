@@ -43,7 +43,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-
+import results  # noqa: E402
 from ox_telemetry.collector import ingest  # noqa: E402
 from ox_telemetry.collector.app import parse_body  # noqa: E402
 from ox_telemetry.collector.body import MAX_DECODED, Gunzip  # noqa: E402
@@ -416,4 +416,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with results.recorded("collector_ingest"):
+        main()

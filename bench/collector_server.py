@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import results  # noqa: E402
 from collector_ingest import BATCH, Server, make_body, server_share_us  # noqa: E402
 
 
@@ -78,4 +79,5 @@ def through_http(bodies: list[bytes], wrapper: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with results.recorded("collector_server"):
+        main()

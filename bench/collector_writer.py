@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import results  # noqa: E402
 from collector_ingest import make_body  # noqa: E402
 from ox_telemetry.collector import ingest  # noqa: E402
 from ox_telemetry.collector.storage import WriteJob, open_storage  # noqa: E402
@@ -58,4 +59,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with results.recorded("collector_writer"):
+        main()
