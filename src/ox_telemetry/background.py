@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from . import _jsonlite, _log, budget, files, paths
+from . import _jsonlite, _log, budget, files, paths, settings
 from .queue import JsonlQueue, Sender
 
 TYPE_CHECKING = False
@@ -55,7 +55,7 @@ def isolated_command(entry: str, args: "list[str]") -> "list[str]":
 
 def isolated_env(extra: "dict[str, str] | None" = None) -> "dict[str, str]":
     """The CLI's environment without PYTHON* variables (``-I`` ignores them; whatever the child starts must too)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    env = {key: value for key, value in settings.environment().items() if not key.startswith("PYTHON")}
     env.update(extra or {})
     return env
 

@@ -8,9 +8,12 @@ off in CI (consent rule ``ci``). Only :mod:`os` is used: this module is on
 the client's import path.
 """
 
-import os
-
+from . import settings
 from .settings import truthy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # (variable, service name), checked before the generic CI=true that most of them also set.
 # Hosting platforms that set a variable at run time too (Vercel, Render) are left out.
@@ -35,9 +38,9 @@ _SERVICES = (
 )
 
 
-def detect(environ: "os._Environ[str] | dict[str, str] | None" = None) -> "str | None":
+def detect(environ: "Mapping[str, str] | None" = None) -> "str | None":
     """The CI service's name (``github_actions``, ``gitlab``, …), ``ci`` for an unnamed one, or None."""
-    env = os.environ if environ is None else environ
+    env = settings.environment() if environ is None else environ
     for variable, name in _SERVICES:
         if truthy(env.get(variable)):
             return name

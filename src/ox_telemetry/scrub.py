@@ -23,6 +23,7 @@ user rules depend on the environment and are compiled once per value.
 import os
 import re
 
+from . import settings
 from ._jsonlite import MAX_DEPTH
 
 TYPE_CHECKING = False
@@ -190,8 +191,8 @@ _identity_cache: "dict[tuple[str, str], tuple[re.Pattern[str] | None, re.Pattern
 
 def _identity() -> "tuple[re.Pattern[str] | None, re.Pattern[str] | None]":
     """Patterns for this user's home directory and login name, compiled once per value."""
-    home = os.environ.get("HOME") or os.path.expanduser("~")
-    user = os.environ.get("USER") or os.environ.get("LOGNAME") or os.environ.get("USERNAME") or ""
+    home = settings.home() or os.path.expanduser("~")
+    user = settings.user_name()
     key = (home, user)
     cached = _identity_cache.get(key)
     if cached is None:

@@ -11,7 +11,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 #: Where a CLI's events go without ``base_url`` or ``$SAGEOX_ENDPOINT``.
 DEFAULT_BASE_URL = "https://sageox.ai"
@@ -175,3 +175,19 @@ def runtime_dir() -> str:
 def tmp_dir() -> str:
     """``$TMPDIR`` (empty when unset)."""
     return os.environ.get("TMPDIR", "")
+
+
+def user_name() -> str:
+    """The login name the environment gives (``USER``, ``LOGNAME``, ``USERNAME``), for the scrubber; "" when none."""
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or os.environ.get("USERNAME") or ""
+
+
+def windows_arch() -> str:
+    """``%PROCESSOR_ARCHITECTURE%``, where ``os.uname`` does not exist."""
+    return os.environ.get("PROCESSOR_ARCHITECTURE", "")
+
+
+def environment() -> "Mapping[str, str]":
+    """The whole environment, read-only: for CI detection (a table of vendors' variables) and for the
+    environment a child process is given."""
+    return os.environ

@@ -418,7 +418,9 @@ def host_arch() -> str:
     try:
         machine = os.uname().machine.lower()
     except AttributeError:  # pragma: no cover - Windows
-        machine = os.environ.get("PROCESSOR_ARCHITECTURE", "").lower()
+        from . import settings
+
+        machine = settings.windows_arch().lower()
     if machine.startswith("arm"):
         return "arm"
     return _GO_ARCH.get(machine, machine)
