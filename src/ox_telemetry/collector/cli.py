@@ -183,6 +183,7 @@ def main(argv: list[str]) -> int:
         from .access import is_loopback
         from .app import Collector, create_app
         from .protocol import with_head_timeout
+        from .stopping import Server
         from .storage import StorageError, open_storage
     except ImportError as exc:
         print(f"ox-telemetry serve: {exc.name} is missing; install the collector with "
@@ -206,7 +207,7 @@ def main(argv: list[str]) -> int:
     scheme = "https" if args.tls_cert else "http"
     print(f"ox-telemetry collector listening on {scheme}://{shown}:{port} (store: {storage.describe()})",
           flush=True)
-    server = uvicorn.Server(uvicorn.Config(
+    server = Server(uvicorn.Config(
         create_app(collector), log_level=args.log_level, access_log=args.access_log,
         http=with_head_timeout(config.head_timeout), timeout_keep_alive=5,
         proxy_headers=args.forwarded_allow_ips is not None, forwarded_allow_ips=args.forwarded_allow_ips,
@@ -215,13 +216,8 @@ def main(argv: list[str]) -> int:
     ))
     tune_gc()
     tune_malloc()
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        # uvicorn shuts down on the first Ctrl-C (a second one cuts the wait short), then raises it again so the
-        # exit status says why: the status says so here, without a traceback for an ordinary stop.
-        return 128 + signal.SIGINT
-    return 0
+    server.run(sockets=[sock])
+    return 128 + signal.SIGINT if server.interrupted else 0
 
 
 def tune_gc() -> None:
