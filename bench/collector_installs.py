@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="ox-installs-")
-    with results.recorded("installs"):
+    with results.recorded("installs_postgresql" if args.skip_sqlite else "installs"):
         print(f"{args.events:,} events, {args.installs:,} installations, {args.days} days; work dir {tmp}")
         if not args.skip_sqlite:
             run("SQLite", f"sqlite://{tmp}/installs.sqlite3", args)
