@@ -35,7 +35,7 @@ _LOCK_FD = 3  # where the uploader finds its inherited send lock
 _SLOT_FD = 4  # its uploader slot
 
 
-def isolated_command(entry: str, args: "list[str]") -> "list[str]":
+def isolated_command(entry: str, args: "list[str]", *, site: bool = False) -> "list[str]":
     """The argv that runs ``entry`` ("module:function", called with ``args``) of this very copy of the package.
 
     The CLI's cwd may be a cloned repository holding an ``ox_telemetry/`` or a
@@ -45,12 +45,13 @@ def isolated_command(entry: str, args: "list[str]") -> "list[str]":
     the standard library, and startup stays cheap), the package's own parent
     directory on ``sys.path`` after the standard library (a site-packages
     parent must not shadow it), and ``/`` as the cwd before anything of ours
-    is imported.
+    is imported. ``site``: keep site-packages (the collector's writer needs its
+    libraries).
     """
     module, _, function = entry.partition(":")
     code = (f"import os,sys;os.chdir('/');sys.path.append({_PACKAGE_PARENT!r});"
             f"from {module} import {function};sys.exit({function}(sys.argv[1:]))")
-    return [sys.executable, "-I", "-S", "-c", code, *args]
+    return [sys.executable, "-I", *(() if site else ("-S",)), "-c", code, *args]
 
 
 def isolated_env(extra: "dict[str, str] | None" = None) -> "dict[str, str]":

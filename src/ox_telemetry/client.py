@@ -126,9 +126,15 @@ class Client:
         return self._decision
 
     def get_stats(self) -> "Stats":
-        """A copy of this session's command statistics."""
-        with self._own_lock():
-            return self._stats_obj().copy()
+        """A copy of this session's command statistics (empty ones if even that fails)."""
+        try:
+            with self._own_lock():
+                return self._stats_obj().copy()
+        except Exception as exc:
+            _log.debug("get_stats failed: %r", exc)
+            from .stats import Stats
+
+            return Stats(self.session_id)
 
     def _own_lock(self) -> "_thread.LockType":
         """The lock of this client's state, made anew in a forked child.
@@ -152,9 +158,13 @@ class Client:
 
     def count_command(self, command: str, seconds: float, success: bool) -> None:
         """Add one command run to the session stats without recording an event (the integrations record their own)."""
-        if self._decision.enabled:
+        if not self._decision.enabled:
+            return
+        try:
             with self._own_lock():
                 self._stats_obj().record_command(command, seconds, success)
+        except Exception as exc:  # a guest in the host's process: never a traceback
+            _log.debug("count_command failed: %r", exc)
 
     def _file_queue(self) -> "FileQueue | None":
         if self._queue is None and self._project_root:

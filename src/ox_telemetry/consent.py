@@ -99,9 +99,10 @@ def hold_sends(held: bool = True) -> None:
 
 
 def _read_user_config(path: "str | None") -> str:
+    from . import files
+
     try:
-        with open(path or paths.user_config_file(), encoding="utf-8", errors="replace") as f:
-            return f.read(_CONFIG_LIMIT)
+        return files.read_users_own(path or paths.user_config_file(), _CONFIG_LIMIT).decode("utf-8", "replace")
     except OSError:
         return ""
 
@@ -119,15 +120,6 @@ def _scalar(text: str, key: str, valid: "frozenset[str]") -> "str | None":
 def _enabled_value(text: str) -> "bool | None":
     value = _scalar(text, _KEY, _YAML_BOOL)
     return None if value is None else value in _YAML_TRUE
-
-
-def read_user_setting(path: "str | None" = None) -> "bool | None":
-    """``telemetry_enabled`` from the user config YAML: True, False, or None when unset.
-
-    Only that top-level key is read, by hand: the standard library has no YAML
-    parser and the key is a plain scalar.
-    """
-    return _enabled_value(_read_user_config(path))
 
 
 def read_user_mode(path: "str | None" = None) -> "str | None":
@@ -176,11 +168,7 @@ def write_user_mode(mode: str, path: "str | None" = None) -> str:
     if mode not in MODES:
         raise ValueError(f"telemetry mode must be one of {', '.join(MODES)}, not {mode!r}")
     path = path or paths.user_config_file()
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = ""
+    text = files.read_users_own(path, _CONFIG_LIMIT).decode("utf-8", "replace")
     lines = text.splitlines(keepends=True)
     lines = _set_key(lines, _KEY, "true" if mode == MODE_ON else "false", add=True)
     lines = _set_key(lines, _MODE_KEY, mode, add=mode == MODE_LOCAL)

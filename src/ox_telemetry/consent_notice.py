@@ -36,18 +36,20 @@ def notice_path() -> str:
 
 
 def _shown_version(path: str) -> int:
+    from . import files
+
     try:
-        with open(path, encoding="utf-8") as f:
-            return int(f.read(32).strip() or 0)
+        return int(files.read(path, 32).strip() or 0)
     except (OSError, ValueError):
         return 0
 
 
 def _record(path: str) -> None:
+    from . import files
+
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(f"{NOTICE_VERSION}\n")
+        files.write_atomic(path, f"{NOTICE_VERSION}\n".encode(), sync=False)
     except OSError:
         pass  # a read-only home sees the notice again next time, which is the safe side
 

@@ -150,6 +150,9 @@ def queued_line(raw: bytes) -> tuple[str, str | None] | None:
             text = json.dumps(data, separators=(",", ":"))
         if not isinstance(version, str):
             version = None
+    if "\\ud" in text or "\\uD" in text:  # a surrogate escape: a lone one would make the collector refuse the batch
+        text = Event.from_dict(data).to_json()  # the encoder replaces lone surrogates, as the client does
+        data = _jsonlite.loads(text)
     return scrub_parsed_line(text, data), version
 
 

@@ -23,7 +23,6 @@ import stat
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 #: Paths refused in this process, for ``status`` to name (bounded: a hostile tree cannot grow it for ever).
 refused: "dict[str, str]" = {}
 _MAX_REFUSED = 64
@@ -110,6 +109,29 @@ def read(path: str, limit: int, *, tail: bool = False) -> bytes:
         fd = open_regular(path, os.O_RDONLY)
     except FileNotFoundError:
         return b""
+    return _read_fd(fd, limit, tail)
+
+
+def read_users_own(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of a file the user keeps for themselves (their config, perhaps a link into their
+    dotfiles): a link is followed, since only they can make one there, but a FIFO or device is still never
+    opened for blocking reads; b"" when it is missing. Raises :class:`UnsafeFile` for anything not a regular file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK | CLOEXEC)
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.EISDIR):
+            raise _refuse(path, "not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _refuse(path, "not a regular file")
+    return _read_fd(fd, limit, False)
+
+
+def _read_fd(fd: int, limit: int, tail: bool) -> bytes:
     try:
         if tail:
             size = os.fstat(fd).st_size

@@ -26,3 +26,15 @@ def test_a_5000_deep_queue_line_does_not_jam_the_uploader(project: Path, endpoin
     assert state["failures"] == 0 and state["last_success"]
     assert queue.count() == 0
     assert queue.should_flush() is False  # reading the queue never raises either
+
+
+def test_a_lone_surrogate_in_a_queue_line_is_sent_as_valid_utf8() -> None:
+    # A queue file this client did not write may escape a lone surrogate; sent as it was, the collector refuses
+    # the whole batch (invalid UTF-8) and the good events with it.
+    from ox_telemetry.delivery import queued_line
+
+    sent = queued_line(b'{"type":"x","timestamp":"2026-12-04T00:00:00Z","command":"a\\ud800b","event_id":"e1"}')
+    assert sent is not None
+    text, _ = sent
+    json.loads(text).get("command", "").encode("utf-8")  # strict: a lone surrogate raises here
+    assert json.loads(text)["event_id"] == "e1"

@@ -41,4 +41,6 @@ class Retention:
                     log.info("retention: %d events older than %g days deleted", deleted, self.days)
             except StorageError as exc:
                 log.warning("retention pass failed: %s", exc)
+            except Exception:  # a bug in one pass must not end retention for the collector's life
+                log.exception("retention pass failed")
             await asyncio.sleep(self.interval)

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 import time
 
+from ..background import isolated_command, isolated_env
 from .errors import retry_after
 from .storage import StorageError
 from .writer_process import Encoded, frame, unframe
 
 log = logging.getLogger("ox_telemetry.collector")
-# The directory this very package was imported from. The child runs isolated (-I: no cwd, PYTHONPATH or user site
-# on its path) from "/", and imports the package from there, not whatever an "ox_telemetry" the cwd may hold.
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); "
-          "from ox_telemetry.collector.writer_process import main; sys.exit(main())")
 
 
 class Writer:
@@ -54,8 +48,9 @@ class Writer:
     async def start(self) -> None:
         """Start the writer process; StorageError when it cannot open the store."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-c", _CHILD, _PACKAGE_PARENT,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd="/",
+            # Isolated like the client's children: nothing in the cwd or PYTHON* variables is imported.
+            *isolated_command("ox_telemetry.collector.writer_process:main", [], site=True),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd="/", env=isolated_env(),
         )
         assert proc.stdin is not None and proc.stdout is not None
         # The URL goes through the pipe, not the command line, where anyone could read its password.

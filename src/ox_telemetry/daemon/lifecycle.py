@@ -69,10 +69,7 @@ class PidFile:
     def release(self) -> None:
         """Remove the pid file and unlock it."""
         if self._lock is not None:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            files.remove(self.path)
             self._lock.release()
             self._lock.close()
             self._lock = None
@@ -81,8 +78,7 @@ class PidFile:
 def read_pid(path: str | None = None) -> int | None:
     """The pid written in the pid file, or None."""
     try:
-        with open(path or paths.daemon_pid_path(), "rb") as f:
-            return int(f.read(32).strip())
+        return int(files.read(path or paths.daemon_pid_path(), 32).strip())
     except (OSError, ValueError):
         return None
 
@@ -90,7 +86,7 @@ def read_pid(path: str | None = None) -> int | None:
 def pid_file_locked(path: str | None = None) -> bool:
     """Whether a live daemon holds the pid file's lock."""
     try:
-        fd = os.open(path or paths.daemon_pid_path(), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = files.open_regular(path or paths.daemon_pid_path(), os.O_RDONLY)
     except OSError:
         return False
     try:

@@ -240,7 +240,4 @@ class Spool:
         return os.path.join(self.directory, f"{number:012d}{_SUFFIX}")
 
     def _unlink(self, number: int) -> None:
-        try:
-            os.unlink(self._path(number))
-        except FileNotFoundError:
-            pass
+        files.remove(self._path(number))
