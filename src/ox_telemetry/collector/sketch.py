@@ -16,7 +16,7 @@ never merges more sketches than it has days times groups.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,19 +83,6 @@ class Installs:
 
     def __bool__(self) -> bool:
         return bool(self.ids or self.unknown)
-
-    @classmethod
-    def union(cls, parts: Sequence[Installs]) -> Installs:
-        """What ``parts`` add together."""
-        if len(parts) == 1:
-            return parts[0]
-        out = cls()
-        for part in parts:
-            for cell, ids in part.ids.items():
-                out.ids.setdefault(cell, set()).update(ids)
-            for cell, n in part.unknown.items():
-                out.unknown[cell] = out.unknown.get(cell, 0) + n
-        return out
 
 
 def load(sketch: bytes | None) -> Any:

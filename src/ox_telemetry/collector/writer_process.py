@@ -108,18 +108,14 @@ class _Input:
                 self._fill()
         return group
 
-    def waiting(self) -> bool:
-        """Whether another job is already here or on its way (the writer is busy)."""
-        return len(self.buffer) >= 4 or bool(select.select([self.fd], [], [], 0)[0])
 
-
-def commit(storage: Storage, jobs: Sequence[WriteJob], settle: bool = True) -> list[int | str]:
+def commit(storage: Storage, jobs: Sequence[WriteJob]) -> list[int | str]:
     """Store ``jobs`` in one transaction; if that fails, each alone, so only a culprit fails.
 
     When the store itself is down, all fail at once: trying each alone would only wait longer.
     """
     try:
-        return list(storage.write(jobs, settle))
+        return list(storage.write(jobs))
     except StoreUnavailable as exc:
         log.error("%s", exc)
         return [str(exc)] * len(jobs)
@@ -128,7 +124,7 @@ def commit(storage: Storage, jobs: Sequence[WriteJob], settle: bool = True) -> l
             if not isinstance(exc, StorageError):
                 log.exception("write failed")
             return [str(exc) or exc.__class__.__name__]
-    return [commit(storage, [job], settle)[0] for job in jobs]
+    return [commit(storage, [job])[0] for job in jobs]
 
 
 def serve(fd_in: int, fd_out: int) -> int:
@@ -148,17 +144,12 @@ def serve(fd_in: int, fd_out: int) -> int:
         out.write(frame(("ready", None)))
         out.flush()
         while group := source.read_group(max_group):
-            # Installation counts may wait while more jobs do (storage.Held); they are written once none does.
-            results = commit(storage, [job for _, job in group], settle=not source.waiting())
+            results = commit(storage, [job for _, job in group])
             out.write(b"".join(frame((message[0], result)) for message, result in zip(group, results, strict=True)))
             out.flush()
     except BrokenPipeError:
         pass  # the server is gone; what was committed stays committed
     finally:
-        try:
-            storage.write([])  # installation counts still held back
-        except StorageError as exc:
-            log.error("installation counts not written: %s", exc)
         storage.close()
     return 0
 

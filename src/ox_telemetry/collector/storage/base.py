@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -94,53 +93,6 @@ def installs_of(jobs: Sequence[WriteJob], stored: Sequence[tuple[int, Tally]]) -
     return out
 
 
-#: Longest a busy writer holds installation updates back (see :class:`Held`).
-HOLD_SECONDS = 1.0
-
-
-class Held:
-    """Installation updates a busy writer holds back and writes at most once every :data:`HOLD_SECONDS`.
-
-    Each write reads, merges and writes back every sketch row it touches (a
-    request's combinations times the eight masks, 16 KiB each), whatever the
-    request's size; held back, a second's requests share one merge. A writer with nothing more waiting
-    writes them at once (``settle``), so a quiet collector's counts are current
-    when it answers; a crash loses at most a second's additions to the counts,
-    never an event (the events keep their ids, and counts are estimates). The
-    store calls :meth:`take` inside its transaction, then :meth:`committed` or
-    :meth:`rolled_back`.
-    """
-
-    def __init__(self) -> None:
-        self._parts: list[Installs] = []
-        self._since = time.monotonic()
-        self._taken = False  # take() added a part to the open transaction
-        self._writing = False  # ... and the transaction writes everything held
-
-    def take(self, new: Installs, settle: bool) -> Installs | None:
-        """What to write in this transaction, ``new`` included; None to hold it back."""
-        self._parts.append(new)
-        self._taken = True
-        self._writing = settle or time.monotonic() - self._since >= HOLD_SECONDS
-        return new.union(self._parts) if self._writing else None
-
-    def committed(self) -> None:
-        """The transaction committed: what it wrote is no longer held."""
-        if self._taken and self._writing:
-            self._parts.clear()
-            self._since = time.monotonic()
-        self._taken = self._writing = False
-
-    def rolled_back(self) -> None:
-        """The transaction failed: its part was never stored, so it is not held either."""
-        if self._taken:
-            self._parts.pop()
-        self._taken = self._writing = False
-
-    def __bool__(self) -> bool:
-        return any(self._parts)
-
-
 def rows_json(rows: Sequence[Row]) -> bytes:
     """Rows as one JSON array of arrays, the form SQLite stores and jobs carry."""
     return _encode(rows)
@@ -186,14 +138,12 @@ class Storage(ABC):
     dialect: Dialect
 
     @abstractmethod
-    def write(self, jobs: Sequence[WriteJob], settle: bool = True) -> list[int]:
+    def write(self, jobs: Sequence[WriteJob]) -> list[int]:
         """Store every job's rows in one transaction; return how many rows of each were new.
 
         Rows already stored (same :func:`schema.dedup_key`), or earlier in
         ``jobs``, are skipped. Committed when this returns; raises and stores
-        nothing on failure. ``settle`` False: the writer has more waiting, so the
-        installation counts may be held back (see :class:`~..sketch.Held`);
-        ``write([])`` writes whatever is held.
+        nothing on failure.
         """
 
     @abstractmethod

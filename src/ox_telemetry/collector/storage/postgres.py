@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import errors
 
-from .base import ConnectionPool, Held, Packed, Storage, StorageError, StoreUnavailable, WriteJob, installs_of, new_rows
+from .base import ConnectionPool, Packed, Storage, StorageError, StoreUnavailable, WriteJob, installs_of, new_rows
 from .rollup import rollup_of, upsert_rollup
 from .schema import (
     CLIENT_COLUMNS,
@@ -106,7 +106,6 @@ class PostgresStorage(Storage):
         self._writer: psycopg.Connection[Any] | None = None
         self._health: psycopg.AsyncConnection[Any] | None = None
         self._health_lock = asyncio.Lock()
-        self._held = Held()
         try:
             self._migrate()
         except (psycopg.Error, SchemaTooNew) as exc:
@@ -130,28 +129,21 @@ class PostgresStorage(Storage):
                 self._writer.execute(statement)
         return self._writer
 
-    def write(self, jobs: Sequence[WriteJob], settle: bool = True) -> list[int]:
+    def write(self, jobs: Sequence[WriteJob]) -> list[int]:
         """See :meth:`Storage.write`."""
         for attempt in range(_RETRIES):
             try:
-                try:
-                    stored = self._write_once(jobs, settle)
-                except BaseException:
-                    self._held.rolled_back()
-                    raise
+                return self._write_once(jobs)
             except (errors.DeadlockDetected, errors.SerializationFailure):
                 if attempt == _RETRIES - 1:
                     raise StorageError("PostgreSQL write failed: repeated deadlocks") from None
-                continue
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
             except psycopg.Error as exc:
                 raise StorageError(f"PostgreSQL write failed: {exc}") from exc
-            self._held.committed()
-            return stored
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _write_once(self, jobs: Sequence[WriteJob], settle: bool) -> list[int]:
+    def _write_once(self, jobs: Sequence[WriteJob]) -> list[int]:
         # Requests in the order of their first event's key, each request's rows as they came: two collectors
         # that both got the same redelivered requests then insert them in one order and wait for each other
         # without a cycle (a deadlock: PostgreSQL takes a second to find one, then a writer starts again).
@@ -174,7 +166,7 @@ class PostgresStorage(Storage):
                         cur.execute(durations_sql, _columns(duration_rows))
                     if errors[level]:
                         cur.execute(errors_sql, _columns(errors[level]))
-            installs = self._held.take(installs_of(ordered, stored), settle)
+            installs = installs_of(ordered, stored)
             if installs:
                 cells = installs.cells()
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_INSTALLS_LOCK,))

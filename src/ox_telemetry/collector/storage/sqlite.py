@@ -15,7 +15,6 @@ from typing import Any
 
 from .base import (
     ConnectionPool,
-    Held,
     Packed,
     Storage,
     StorageError,
@@ -88,7 +87,6 @@ class SQLiteStorage(Storage):
             raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
         self._readers: ConnectionPool[sqlite3.Connection] = ConnectionPool(self._connect_reader, _close)
         self._deleting = threading.Lock()
-        self._held = Held()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun and ended here, explicitly.
@@ -113,27 +111,25 @@ class SQLiteStorage(Storage):
             conn.execute("ROLLBACK")
             raise
 
-    def write(self, jobs: Sequence[WriteJob], settle: bool = True) -> list[int]:
+    def write(self, jobs: Sequence[WriteJob]) -> list[int]:
         """See :meth:`Storage.write`."""
         conn = self._writer
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                stored = self._insert(conn, jobs, settle)
+                stored = self._insert(conn, jobs)
                 conn.execute("COMMIT")
             except BaseException:
-                self._held.rolled_back()
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            self._held.committed()
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite write failed: {exc}") from exc
         return stored
 
-    def _insert(self, conn: sqlite3.Connection, jobs: Sequence[WriteJob], settle: bool) -> list[int]:
+    def _insert(self, conn: sqlite3.Connection, jobs: Sequence[WriteJob]) -> list[int]:
         stored = [job.stored(_store(conn, *_STEPS[0], job.client, job), _store(conn, *_STEPS[1], job.daemon, job))
                   for job in jobs]
         rollup = rollup_of(t for _, t in stored)
@@ -143,7 +139,7 @@ class SQLiteStorage(Storage):
             upsert_counts.run(conn, counts_rows)
             upsert_durations.run(conn, duration_rows)
             upsert_errors.run(conn, errors[level])
-        installs = self._held.take(installs_of(jobs, stored), settle)
+        installs = installs_of(jobs, stored)
         if installs:
             read = conn.execute
             rows = []
