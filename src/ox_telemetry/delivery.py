@@ -230,7 +230,7 @@ class Delivery:
         # on_batch(events, outcome, last answer): a foreground flush reports each batch.
         self.on_batch = on_batch
         self.last_answer = ""  # the endpoint's last answer: "HTTP 200", "network: ConnectionRefusedError"
-        self.state = UploadState.load(queue)
+        self.state = UploadState(paths.upload_state_path(queue.path))  # read in run(), once this is the one sender
 
     @property
     def requests(self) -> int:

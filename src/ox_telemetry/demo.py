@@ -23,7 +23,6 @@ from typing import Any
 
 from . import __version__, sending, wire
 from ._time import format_rfc3339
-from .daemon.spool_sender import upload_body
 from .transport import UrllibTransport
 from .wire import Batch, Event
 
@@ -131,7 +130,7 @@ def daemon_upload(rng: random.Random, user: User, now: datetime, days: float, co
             "event": rng.choice(DAEMON_EVENTS),
             "props": {"app_type": "ox-daemon", "app_version": user.version, "os": user.os, "arch": user.arch},
         })
-    return upload_body(user.client_id, events)
+    return wire.encode_upload(user.client_id, events)
 
 
 class CollectorError(OSError):

@@ -6,6 +6,7 @@ on a slow machine, and a Unix-socket connect and write need none of it.
 
 import _socket
 import os
+import stat
 import sys
 
 from . import _jsonlite, _log, paths
@@ -14,7 +15,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_S_IFMT, _S_IFDIR, _S_IFSOCK = 0o170000, 0o040000, 0o140000  # the stat module is one import too many
 _PEERCRED = getattr(_socket, "SO_PEERCRED", None)  # Linux: struct ucred {pid, uid, gid}
 
 
@@ -30,7 +30,7 @@ def directory_problem(directory: str) -> "str | None":
         return None
     except OSError as exc:
         return f"socket directory {directory} cannot be checked: {exc.strerror}"
-    if info.st_mode & _S_IFMT != _S_IFDIR:
+    if not stat.S_ISDIR(info.st_mode):
         return f"socket directory {directory} is not a directory"
     if info.st_uid != os.geteuid():
         return (f"socket directory {directory} is owned by uid {info.st_uid}, not by uid {os.geteuid()}: "
@@ -42,7 +42,7 @@ def directory_problem(directory: str) -> "str | None":
 
 
 def _socket_file_problem(path: str, info: "os.stat_result") -> "str | None":
-    if info.st_mode & _S_IFMT != _S_IFSOCK:
+    if not stat.S_ISSOCK(info.st_mode):
         return f"{path} is not a socket"
     if info.st_uid != os.geteuid():
         return f"socket {path} is owned by uid {info.st_uid}, not by uid {os.geteuid()}"

@@ -250,20 +250,19 @@ class Exporter:
             self._count("dropped", len(records))
             return
         body = request_body(records, self.service_name)
-        backoff = sending.Backoff(self.base, self.cap)
-        deadline = time.monotonic() + self.retry_for
-        while True:
-            reply = self.endpoint.post(body)
-            if reply.kind == sending.DELIVERED:
-                self._count("exported", len(records))
-                return
-            if reply.kind != sending.NETWORK and reply.status not in RETRYABLE_STATUSES:
-                log.warning("OTLP endpoint refused %d log records (%s); dropped", len(records), reply.error)
-                self._count("dropped", len(records))
-                return
-            delay = backoff.next_delay(reply.retry_after)
-            if time.monotonic() + delay > deadline or self._stop.wait(delay):
-                log.warning("OTLP export of %d log records failed (%s); dropped", len(records), reply.error)
-                self._count("dropped", len(records))
-                return
-            self._count("retries", 1)
+        reply, _ = sending.send_with_retries(
+            self.endpoint, body, sending.Backoff(self.base, self.cap), time.monotonic() + self.retry_for,
+            self._stop.wait, retryable=_retryable, on_retry=lambda: self._count("retries", 1))
+        if reply.kind == sending.DELIVERED:
+            self._count("exported", len(records))
+            return
+        if _retryable(reply):
+            log.warning("OTLP export of %d log records failed (%s); dropped", len(records), reply.error)
+        else:
+            log.warning("OTLP endpoint refused %d log records (%s); dropped", len(records), reply.error)
+        self._count("dropped", len(records))
+
+
+def _retryable(reply: sending.Reply) -> bool:
+    """OTLP's rule: a network error, 429, 502, 503 and 504 may succeed later; any other answer is final."""
+    return reply.kind == sending.NETWORK or reply.status in RETRYABLE_STATUSES

@@ -180,24 +180,33 @@ class Backoff:
         self.attempt = 0
 
 
+def worth_retrying(reply: Reply) -> bool:
+    """This protocol's rule: a network error, 408, 429 or any 5xx may succeed later."""
+    return reply.kind in (RETRY, NETWORK)
+
+
 def send_with_retries(
     endpoint: Endpoint, body: bytes, backoff: Backoff, deadline: float, wait: Callable[[float], bool],
+    retryable: Callable[[Reply], bool] = worth_retrying, on_retry: Callable[[], None] | None = None,
 ) -> tuple[Reply, bool]:
     """POST ``body`` until it is delivered or refused, the budget is spent or the next retry would pass ``deadline``.
 
     ``deadline`` is a :func:`time.monotonic` time; ``wait(seconds)`` sleeps
-    and returns True when the sender must stop now. Returns the last reply and
-    whether ``wait`` stopped the loop.
+    and returns True when the sender must stop now; ``retryable`` says which
+    replies are tried again (another protocol has other rules); ``on_retry`` is
+    told of each retry. Returns the last reply and whether ``wait`` stopped the loop.
     """
     while True:
         reply = endpoint.post(body)
-        if reply.kind not in (RETRY, NETWORK):
+        if not retryable(reply):
             return reply, False
         delay = backoff.next_delay(reply.retry_after)
         if time.monotonic() + delay > deadline:
             return reply, False
         if wait(delay):
             return reply, True
+        if on_retry is not None:
+            on_retry()
 
 
 def sleep(seconds: float) -> bool:

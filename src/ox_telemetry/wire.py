@@ -398,6 +398,11 @@ def version_suffix(cli_version: str) -> str:
     return ',"cli_version":' + _jsonlite.quote(clean_text(cli_version)) + "}"
 
 
+def encode_upload(clientid: str, events: "list[dict[str, Any]]") -> bytes:
+    """A daemon upload body for ``/tevents`` (CONTRACT.md section 3): how the daemon and ``demo`` both build one."""
+    return _jsonlite.dumps({"clientid": clientid, "events": events}).encode("ascii")
+
+
 _GO_ARCH = {
     "x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
     "i386": "386", "i486": "386", "i586": "386", "i686": "386", "x86": "386",

@@ -379,31 +379,34 @@ def relay(postgres_url: str) -> Iterator[tuple[Relay, str]]:
     through.close()
 
 
-def test_healthz_answers_503_soon_when_the_store_hangs_and_200_once_it_answers(relay: tuple[Relay, str]) -> None:
+@pytest.fixture
+def healthy(relay: tuple[Relay, str]) -> Iterator[tuple[Relay, Server]]:
+    """A collector whose store is reached through the relay, healthy to begin with."""
     through, url = relay
     server = Server(Config(db_url=url, address_rate=0, key_rate=0))
     try:
         assert server.request("GET", "/healthz").status == 200
-        through.flowing.clear()
-        started = time.monotonic()
-        # A load balancer's check gives up after a few seconds; the collector must answer within that.
-        reply = request(server.port, "GET", "/healthz", timeout=8)
-        assert reply.status == 503 and time.monotonic() - started < 5
-        assert reply.json()["code"] == "store_timeout" and "did not answer" in reply.json()["error"]
-        through.flowing.set()
-        assert wait_until(lambda: request(server.port, "GET", "/healthz", timeout=8).status == 200, 15)
+        yield through, server
     finally:
         through.flowing.set()
         server.close()
 
 
-def test_healthz_answers_503_with_a_reason_when_the_store_is_gone(relay: tuple[Relay, str]) -> None:
-    through, url = relay
-    server = Server(Config(db_url=url, address_rate=0, key_rate=0))
-    try:
-        assert server.request("GET", "/healthz").status == 200
-        through.close()  # every connection to the store is cut, and no new one gets through
-        reply = request(server.port, "GET", "/healthz", timeout=8)
-        assert reply.status == 503 and reply.json()["code"] == "store_unavailable", reply.body
-    finally:
-        server.close()
+def test_healthz_answers_503_soon_when_the_store_hangs_and_200_once_it_answers(
+        healthy: tuple[Relay, Server]) -> None:
+    through, server = healthy
+    through.flowing.clear()
+    started = time.monotonic()
+    # A load balancer's check gives up after a few seconds; the collector must answer within that.
+    reply = request(server.port, "GET", "/healthz", timeout=8)
+    assert reply.status == 503 and time.monotonic() - started < 5
+    assert reply.json()["code"] == "store_timeout" and "did not answer" in reply.json()["error"]
+    through.flowing.set()
+    assert wait_until(lambda: request(server.port, "GET", "/healthz", timeout=8).status == 200, 15)
+
+
+def test_healthz_answers_503_with_a_reason_when_the_store_is_gone(healthy: tuple[Relay, Server]) -> None:
+    through, server = healthy
+    through.close()  # every connection to the store is cut, and no new one gets through
+    reply = request(server.port, "GET", "/healthz", timeout=8)
+    assert reply.status == 503 and reply.json()["code"] == "store_unavailable", reply.body

@@ -48,13 +48,19 @@ def test_sends_carry_the_id_disable_deletes_it_and_the_next_send_after_enable_ma
     assert again != stored and _sent_ids(endpoint) == [stored, again]
 
 
-def test_forget_asks_the_endpoint_then_deletes_the_id_and_queues_and_stays_on(
-        home: Path, project: Path, endpoint: Endpoint) -> None:
+def _an_installation_with_a_queued_event(project: Path) -> tuple[str, FileQueue]:
+    """A stored installation id and a project queue holding one event: what forget deletes, or keeps."""
     client_id = str(uuid.uuid4())
     Path(paths.client_id_path()).parent.mkdir(parents=True, exist_ok=True)
     Path(paths.client_id_path()).write_text(client_id + "\n")
     queue = FileQueue(str(project))
     queue.append(Event("command_complete", command="queued"))
+    return client_id, queue
+
+
+def test_forget_asks_the_endpoint_then_deletes_the_id_and_queues_and_stays_on(
+        home: Path, project: Path, endpoint: Endpoint) -> None:
+    client_id, queue = _an_installation_with_a_queued_event(project)
     endpoint.reply = b'{"forgotten": 3}'
     run = ox("forget", "--json", "--endpoint", endpoint.base_url, cwd=project)
     assert run.returncode == 0, run.stderr
@@ -70,11 +76,7 @@ def test_forget_asks_the_endpoint_then_deletes_the_id_and_queues_and_stays_on(
 
 def test_forget_keeps_the_id_and_queues_when_the_endpoint_does_not_confirm(
         home: Path, project: Path, endpoint: Endpoint) -> None:
-    client_id = str(uuid.uuid4())
-    Path(paths.client_id_path()).parent.mkdir(parents=True, exist_ok=True)
-    Path(paths.client_id_path()).write_text(client_id + "\n")
-    queue = FileQueue(str(project))
-    queue.append(Event("command_complete", command="queued"))
+    client_id, queue = _an_installation_with_a_queued_event(project)
     endpoint.status = 503
     run = ox("forget", "--endpoint", endpoint.base_url, cwd=project)
     assert run.returncode == 1 and "HTTP 503" in run.stderr and "try again" in run.stderr

@@ -16,7 +16,6 @@ process's exit.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -29,6 +28,7 @@ from .._jsonlite import MAX_DEPTH
 from ..scrub import scrub_value
 from ..settings import go_duration
 from ..transport import Transport
+from ..wire import encode_upload
 from .settings import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Settings
 from .spool import Spool
 
@@ -43,11 +43,6 @@ def server_interval(value: str | None) -> float | None:
     if seconds is None:
         return None
     return min(MAX_SERVER_INTERVAL, max(MIN_SERVER_INTERVAL, seconds))
-
-
-def upload_body(clientid: str, events: list[dict[str, Any]]) -> bytes:
-    """A ``/tevents`` upload body (CONTRACT.md section 3): how the daemon and ``demo`` both build one."""
-    return json.dumps({"clientid": clientid, "events": events}, separators=(",", ":")).encode("utf-8")
 
 
 def spool_events(lines: list[bytes]) -> list[dict[str, Any]]:
@@ -72,7 +67,7 @@ def spool_events(lines: list[bytes]) -> list[dict[str, Any]]:
 def build_body(clientid: str, lines: list[bytes]) -> tuple[bytes, int]:
     """The upload body for spool ``lines`` and how many events it holds (malformed lines are skipped)."""
     events = spool_events(lines)
-    return upload_body(clientid, events), len(events)
+    return encode_upload(clientid, events), len(events)
 
 
 def otlp_records(clientid: str, lines: list[bytes]) -> list[otlp.Record]:
